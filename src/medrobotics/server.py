@@ -85,7 +85,10 @@ class Front:
         elif path.startswith("/ingest/"):
             await self.ingestion(scope, receive, send)
         else:
-            body = b'{"error":{"code":"not_found","message":"no route for this path","details":[],"request_id":null}}'
+            body = (
+                b'{"error":{"code":"not_found","message":"no route for this path",'
+                b'"details":[],"request_id":null}}'
+            )
             await send(
                 {
                     "type": "http.response.start",

@@ -13,11 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medrobotics import logs
+from medrobotics import __version__, logs
 from medrobotics.errors import DomainError, RateLimited, Unavailable
+from medrobotics.storage.db import reading
 
 log = logs.get("medrobotics.web")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -176,3 +178,21 @@ class Health(BaseModel):
     service: str
     version: str
     database: str | None = None
+
+
+def readiness(engine: Engine, service: str) -> Response:
+    """Check the database with one trivial query; 200 when it answers, 503 when not."""
+    try:
+        with reading(engine) as conn:
+            conn.execute(text("SELECT 1"))
+        state, code = "ok", 200
+    except Unavailable:
+        state, code = "unavailable", 503
+    health = Health(
+        status="ok" if code == 200 else "degraded",
+        service=service,
+        version=__version__,
+        database=state,
+    )
+    headers = {"Retry-After": "5"} if code == 503 else None
+    return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)

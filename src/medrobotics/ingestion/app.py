@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from medrobotics import __version__
 from medrobotics.config import Settings
@@ -21,7 +21,7 @@ from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.domain.types import UtcDateTime
-from medrobotics.errors import BadRequest, InvalidInput, TooLarge, Unavailable
+from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
 from medrobotics.ingestion.flows import ENTITIES, KINDS, Entity
 from medrobotics.ingestion.writer import GroupWriter
@@ -33,6 +33,7 @@ from medrobotics.web import (
     ORJSONResponse,
     RequestContext,
     install_errors,
+    readiness,
 )
 
 SERVICE = "data-ingestion"
@@ -285,24 +286,6 @@ class _Stream:
             err = RuntimeError("stream aborted")
             with suppress(RuntimeError):
                 await anyio.to_thread.run_sync(cm.__exit__, type(err), err, None)
-
-
-def readiness(engine: Engine, service: str) -> Response:
-    """Check the database with one trivial query; 200 when it answers, 503 when not."""
-    try:
-        with reading(engine) as conn:
-            conn.execute(text("SELECT 1"))
-        state, code = "ok", 200
-    except Unavailable:
-        state, code = "unavailable", 503
-    health = Health(
-        status="ok" if code == 200 else "degraded",
-        service=service,
-        version=__version__,
-        database=state,
-    )
-    headers = {"Retry-After": "5"} if code == 503 else None
-    return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)
 
 
 def _result(entity: str, received: int, written: int) -> Stored:
