@@ -209,7 +209,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 except ValidationError as exc:
                     if _malformed(exc):
                         raise BadRequest(f"record {index} is not valid JSON") from None
-                    details.extend(flows.invalid(exc, base=index).details)
+                    details.extend(flows.invalid(exc, index=index).details)
                     del details[flows.MAX_DETAILS :]
                 if len(chunk) >= NDJSON_CHUNK:
                     if not details:
@@ -320,16 +320,13 @@ def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
         details = []
         for err in exc.errors():
             loc = list(err["loc"])
-            if err["type"] in ("union_tag_invalid", "union_tag_not_found", "model_type"):
-                details.append(
-                    {
-                        "field": "type",
-                        "message": f"must be one of {', '.join(ENTITIES)}"
-                        if err["type"] != "model_type"
-                        else "body must be a JSON object",
-                        "index": None,
-                    }
-                )
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                message = f"must be one of {', '.join(ENTITIES)}"
+                details.append({"field": "type", "message": message, "index": None})
+                continue
+            if not loc:
+                message = 'must be a JSON object {"type": ..., "records": [...]}'
+                details.append({"field": "body", "message": message, "index": None})
                 continue
             loc = loc[1:]  # the entity tag
             index = None

@@ -92,11 +92,17 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def invalid(exc: ValidationError, *, base: int = 0, what: str = "record") -> InvalidInput:
-    """Turn a validation error into a 422 naming each bad field and record."""
+def invalid(exc: ValidationError, *, base: int = 0, index: int | None = None) -> InvalidInput:
+    """Turn a validation error into a 422 naming each bad field and record.
+
+    `base` offsets the indexes of a list; `index` is the position of a lone record.
+    """
     details = field_errors(exc, base=base)
+    if index is not None:
+        for d in details:
+            d["index"] = index
     fields = ", ".join(sorted({d["field"] for d in details})[:10])
-    return InvalidInput(f"invalid {what}: {fields}", details=details[:MAX_DETAILS])
+    return InvalidInput(f"invalid record: {fields}", details=details[:MAX_DETAILS])
 
 
 def prepare(engine: Engine, entity: str, items: Sequence[Any]) -> None:
