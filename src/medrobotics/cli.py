@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from sqlalchemy import Engine
 
 from medrobotics import config
+from medrobotics.storage.db import make_engine
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Surgical robotics data platform."
@@ -38,8 +40,7 @@ def _settings(data_dir: Path | None = None, **extra: object) -> config.Settings:
     return settings
 
 
-def _engine(settings: config.Settings):  # type: ignore[no-untyped-def]
-    from medrobotics.storage.db import make_engine
+def _engine(settings: config.Settings) -> Engine:
 
     return make_engine(settings.db_url, pool_size=2)
 
@@ -99,6 +100,38 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     server.serve_one(settings, service)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Bind address; loopback unless told otherwise.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Front port, routed as the load balancer does.")] = 8000,
+    api_port: Annotated[int, typer.Option(help="API service port.")] = 5000,
+    ingestion_port: Annotated[int, typer.Option(help="Ingestion service port.")] = 8080,
+    data_dir: DataDir = None,
+    seed_if_empty: Annotated[
+        bool, typer.Option(help="Load the sample fleet through the front port when empty.")
+    ] = False,
+) -> None:
+    """Run the whole platform on this machine: ingestion, API and the front port."""
+    from medrobotics import local
+
+    settings = _settings(data_dir, host=host)
+    on_ready = None
+    if seed_if_empty:
+        local.prepare_database(settings)
+        if local.is_empty(settings):
+            on_ready = local.seed_in_background(settings)
+    local.up(
+        settings,
+        host=host,
+        port=port,
+        api_port=api_port,
+        ingestion_port=ingestion_port,
+        on_ready=on_ready,
+    )
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -70,7 +71,7 @@ def error_response(
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Build the common error body."""
     rid = request.scope.get("request_id") if request is not None else None
