@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medrobotics import __version__, logs
-from medrobotics.errors import DomainError, RateLimited, Unavailable
+from medrobotics.errors import DomainError, RateLimited, Unauthorized, Unavailable
 from medrobotics.storage.db import reading
 
 log = logs.get("medrobotics.web")
@@ -106,6 +106,8 @@ def install_errors(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, (Unavailable, RateLimited)):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
         return error_response(request, exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)

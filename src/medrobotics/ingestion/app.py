@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
 
 from medrobotics import __version__
+from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
@@ -106,6 +107,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.writer = writer
+    app.state.guard = Guard(engine, settings)
+    writes = [Depends(require("ingest:write"))]
     install_errors(app)
     app.add_middleware(RequestContext, service=SERVICE)
     limit = settings.max_body_bytes
@@ -124,6 +127,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         response_model=Stored,
         openapi_extra=_body_doc(TelemetryIn, many=True),
         summary="Ingest one telemetry sample, or a JSON array of samples",
+        dependencies=writes,
     )
     async def ingest_telemetry(request: Request) -> Stored:
         """Commit samples; concurrent requests share commits. Re-sent samples are skipped."""
@@ -154,6 +158,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             openapi_extra=_body_doc(model),
             summary=f"Ingest one {what}",
             name=f"ingest_{entity}",
+            dependencies=writes,
         )(handler)
 
     _single("/ingest/procedure", "procedures", ProcedureIn, "procedure")
@@ -167,6 +172,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         response_model=Stored,
         openapi_extra=_BATCH_DOC,
         summary="Ingest a batch of one entity, all or nothing",
+        dependencies=writes,
     )
     async def ingest_batch(
         request: Request,
@@ -225,7 +231,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             await stream.close()
         return _result(entity, received, written)
 
-    @app.get("/ingest/stats", response_model=IngestStats, summary="Ingestion statistics")
+    @app.get(
+        "/ingest/stats",
+        response_model=IngestStats,
+        summary="Ingestion statistics",
+        dependencies=[Depends(require("ingest:write", "api:read"))],
+    )
     def ingest_stats() -> IngestStats:
         """Report totals per entity, recent activity and (with the lake) archive lag."""
         with reading(engine) as conn:
