@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from medrobotics import config
+from medrobotics.ingestion.app import create_app
 from medrobotics.storage import migrate, telemetry
 from medrobotics.storage.db import make_engine
 from medrobotics.storage.tables import metadata
@@ -125,3 +127,20 @@ def settings(engine: Engine, tmp_path: Path) -> config.Settings:
         MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
         environment="test",
     )
+
+
+GUIDE_SAMPLE = {
+    "procedure_id": "test-123",
+    "robot_id": "robot-1",
+    "timestamp": "2025-10-27T10:00:00",
+    "arm_position_x": 100.5,
+    "arm_position_y": 200.3,
+    "arm_position_z": 150.2,
+}
+
+
+@pytest.fixture
+def client(settings: config.Settings, engine: Engine) -> Iterator[TestClient]:
+    """The ingestion service on the test's database, lifespan running."""
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+        yield c

@@ -16,7 +16,7 @@ from medrobotics.ingestion.app import create_app
 from medrobotics.storage import keys
 from medrobotics.storage.tables import api_keys, procedures, telemetry
 from tests import factories as f
-from tests.ingestion.conftest import GUIDE_SAMPLE
+from tests.conftest import GUIDE_SAMPLE
 
 
 @pytest.fixture
@@ -47,8 +47,12 @@ def _refusals(engine: Engine) -> list[tuple[str, dict[str, str], int]]:
     writer = auth.issue(engine, name="robot", scopes=["ingest:write"])
     reader = auth.issue(engine, name="dashboard", scopes=["api:read"])
     revoked = auth.issue(engine, name="old", scopes=["ingest:write"])
-    expired = auth.issue(engine, name="temp", scopes=["ingest:write"],
-                         expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    expired = auth.issue(
+        engine,
+        name="temp",
+        scopes=["ingest:write"],
+        expires_at=datetime.now(UTC) - timedelta(seconds=1),
+    )
     with engine.begin() as conn:
         keys.set_time(conn, key_id=revoked.key_id, column="revoked_at", at=datetime.now(UTC))
     tampered = writer.key[:-4] + ("AAAA" if not writer.key.endswith("AAAA") else "BBBB")
@@ -97,11 +101,15 @@ def test_stats_needs_a_key_health_does_not(client: TestClient, engine: Engine) -
 
 def test_valid_keys_write(client: TestClient, engine: Engine) -> None:
     writer = auth.issue(engine, name="robot", scopes=["ingest:write"])
-    assert client.post("/ingest/telemetry", json=GUIDE_SAMPLE,
-                       headers=bearer(writer.key)).status_code == 201
+    assert (
+        client.post("/ingest/telemetry", json=GUIDE_SAMPLE, headers=bearer(writer.key)).status_code
+        == 201
+    )
     sample = GUIDE_SAMPLE | {"timestamp": "2025-10-27T10:00:01"}
-    assert client.post("/ingest/telemetry", json=sample,
-                       headers={"X-API-Key": writer.key}).status_code == 201
+    assert (
+        client.post("/ingest/telemetry", json=sample, headers={"X-API-Key": writer.key}).status_code
+        == 201
+    )
     assert stored(engine) == 2
 
 
@@ -109,10 +117,13 @@ def test_bootstrap_key(locked: config.Settings, engine: Engine) -> None:
     boot = "bootstrap-" + "x" * 40
     s = locked.model_copy(update={"bootstrap_key": config.SecretStr(boot)})
     with TestClient(create_app(s, engine=engine)) as c:
-        assert c.post("/ingest/telemetry", json=GUIDE_SAMPLE,
-                      headers=bearer(boot)).status_code == 201
-        assert c.post("/ingest/telemetry", json=GUIDE_SAMPLE,
-                      headers=bearer(boot + "y")).status_code == 401
+        assert (
+            c.post("/ingest/telemetry", json=GUIDE_SAMPLE, headers=bearer(boot)).status_code == 201
+        )
+        assert (
+            c.post("/ingest/telemetry", json=GUIDE_SAMPLE, headers=bearer(boot + "y")).status_code
+            == 401
+        )
 
 
 def test_keys_are_not_recoverable_from_the_database(engine: Engine) -> None:
@@ -150,9 +161,12 @@ def test_unknown_scope_is_refused(engine: Engine) -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"environment": "production", "MEDROBOTICS_AUTH": "off",
-         "database_url": "postgresql://u@db/x"},
-        {"host": "0.0.0.0", "MEDROBOTICS_AUTH": "off"},  # noqa: S104
+        {
+            "environment": "production",
+            "MEDROBOTICS_AUTH": "off",
+            "database_url": "postgresql://u@db/x",
+        },
+        {"host": "0.0.0.0", "MEDROBOTICS_AUTH": "off"},
     ],
 )
 def test_open_service_in_public_refuses_to_start(overrides: dict[str, str]) -> None:
@@ -161,24 +175,38 @@ def test_open_service_in_public_refuses_to_start(overrides: dict[str, str]) -> N
 
 
 def test_public_bind_requires_auth_by_default() -> None:
-    assert config.load(host="0.0.0.0").auth_required  # noqa: S104
+    assert config.load(host="0.0.0.0").auth_required
     assert config.load(environment="production", database_url="postgresql://u@db/x").auth_required
     assert not config.load(host="127.0.0.1").auth_required
 
 
 def test_cli_serve_refuses_open_public_bind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDROBOTICS_AUTH", "off")
-    result = CliRunner().invoke(cli, ["serve", "ingestion", "--host", "0.0.0.0"])  # noqa: S104
+    result = CliRunner().invoke(cli, ["serve", "ingestion", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "MEDROBOTICS_AUTH=off is refused" in result.output
 
 
-def test_cli_keys_lifecycle(settings: config.Settings, engine: Engine,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_keys_lifecycle(
+    settings: config.Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
     runner = CliRunner()
-    made = runner.invoke(cli, ["keys", "create", "--name", "robot-7", "--scope", "ingest:write",
-                               "--scope", "api:read", "--expires-days", "30"])
+    made = runner.invoke(
+        cli,
+        [
+            "keys",
+            "create",
+            "--name",
+            "robot-7",
+            "--scope",
+            "ingest:write",
+            "--scope",
+            "api:read",
+            "--expires-days",
+            "30",
+        ],
+    )
     assert made.exit_code == 0, made.output
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("mrk_")
@@ -190,5 +218,6 @@ def test_cli_keys_lifecycle(settings: config.Settings, engine: Engine,
     assert runner.invoke(cli, ["keys", "revoke", "0" * 16]).exit_code == 1
     s = settings.model_copy(update={"auth": "required", "auth_cache_seconds": 0})
     with TestClient(create_app(s, engine=engine)) as c:
-        assert c.post("/ingest/telemetry", json=GUIDE_SAMPLE,
-                      headers=bearer(key)).status_code == 401
+        assert (
+            c.post("/ingest/telemetry", json=GUIDE_SAMPLE, headers=bearer(key)).status_code == 401
+        )

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(1000.0, ge=0, alias="MEDROBOTICS_RATE_LIMIT")
     rate_limit_burst: int = Field(2000, ge=1, alias="MEDROBOTICS_RATE_BURST")
 
+    # Observability: Prometheus always; "emf" adds CloudWatch metric lines on stdout (ECS).
+    metrics: Literal["prometheus", "emf"] = Field("prometheus", alias="MEDROBOTICS_METRICS")
+    emf_interval_s: float = Field(60.0, gt=0, alias="MEDROBOTICS_EMF_INTERVAL")
+
     # Serving.
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medrobotics import __version__, logs
+from medrobotics import __version__, logs, metrics
 from medrobotics.errors import DomainError, RateLimited, Unauthorized, Unavailable
 from medrobotics.storage.db import reading
 
@@ -161,14 +161,16 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
             client = scope.get("client")
+            metrics.observe_request(self.service, scope["method"], route, status, elapsed)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 client=client[0] if client else None,
             )
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
@@ -199,3 +201,9 @@ def readiness(engine: Engine, service: str) -> Response:
     )
     headers = {"Retry-After": "5"} if code == 503 else None
     return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)
+
+
+def install_metrics(app: FastAPI, *, service: str, engine: Engine) -> None:
+    """Serve /metrics (not routed by the load balancer) and watch the connection pool."""
+    metrics.watch_pool(service, engine)
+    app.add_route("/metrics", metrics.scrape, include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
@@ -13,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
 
-from medrobotics import __version__
+from medrobotics import __version__, metrics
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.domain.maintenance import MaintenanceIn
@@ -34,6 +35,7 @@ from medrobotics.web import (
     ORJSONResponse,
     RequestContext,
     install_errors,
+    install_metrics,
     readiness,
 )
 
@@ -87,11 +89,20 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        emf = None
+        if settings.metrics == "emf":
+            emf = asyncio.create_task(
+                metrics.emit_emf(SERVICE, settings.environment, interval=settings.emf_interval_s)
+            )
         try:
             yield
         finally:
             # In-flight requests have finished by now; flush whatever they queued.
             await writer.close()
+            if emf is not None:
+                emf.cancel()
+                with suppress(asyncio.CancelledError):
+                    await emf
 
     app = FastAPI(
         title="medrobotics data ingestion",
@@ -110,6 +121,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.guard = Guard(engine, settings)
     writes = [Depends(require("ingest:write"))]
     install_errors(app)
+    install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)
     limit = settings.max_body_bytes
 
@@ -118,8 +130,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         raw = await body.read(request, limit=limit)
         return _validate(adapter, raw)
 
-    async def _store(entity: str, items: Sequence[Any]) -> int:
-        return await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+    async def _store(entity: str, items: Sequence[Any], *, batch: bool = False) -> int:
+        written = await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+        metrics.received(entity, len(items), batch=batch)
+        metrics.written(entity, written)
+        return written
 
     @app.post(
         "/ingest/telemetry",
@@ -140,6 +155,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         else:
             items = [_validate(_SAMPLE, raw)]
         await writer.submit(items)
+        metrics.received("telemetry", len(items), batch=False)
         return Stored(entity="telemetry", received=len(items))
 
     def _single(path: str, entity: Entity, model: type[BaseModel], what: str) -> None:
@@ -194,7 +210,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         entity, items = _validate_batch(raw)
         if len(items) > settings.max_batch_records:
             raise TooLarge(f"more than {settings.max_batch_records} records in one batch")
-        written = await _store(entity, items)
+        written = await _store(entity, items, batch=True)
         return _result(entity, len(items), written)
 
     async def _ndjson(request: Request, entity: Entity) -> Stored:
@@ -229,6 +245,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             await stream.commit()
         finally:
             await stream.close()
+        metrics.received(entity, received, batch=True)
+        metrics.written(entity, written)
         return _result(entity, received, written)
 
     @app.get(
