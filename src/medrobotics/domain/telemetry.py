@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medrobotics.domain.types import ID_PATTERN, INPUT, Finite, Id, Text, UtcDateTime
 
@@ -145,3 +145,57 @@ def fast_row(raw: bytes) -> tuple[Any, ...] | None:
         return _rows([_ONE.decode(raw)])[0]
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+class ChannelStats(BaseModel):
+    """One channel over a procedure: how many samples carry it, and its range and mean."""
+
+    count: int
+    min: float | None
+    mean: float | None
+    max: float | None
+
+
+class TelemetrySummary(BaseModel):
+    """What a procedure's telemetry holds."""
+
+    sample_count: int
+    first_timestamp: UtcDateTime | None
+    last_timestamp: UtcDateTime | None
+    channels: dict[str, ChannelStats] = Field(
+        description="Per numeric channel (all of them, in storage order)."
+    )
+
+
+class TelemetrySeries(BaseModel):
+    """A procedure's telemetry averaged per time bucket, column by column (for plotting).
+
+    Bucket `i` covers `[time[i], time[i] + interval_ms)`; bucket edges are multiples of
+    `interval_ms` since the Unix epoch. Buckets without samples are left out.
+    """
+
+    procedure_id: str
+    interval_ms: int = Field(description="Bucket width, as asked or as chosen automatically.")
+    start: UtcDateTime | None = Field(description="Lower bound asked for (inclusive).")
+    end: UtcDateTime | None = Field(description="Upper bound asked for (exclusive).")
+    channels: list[str]
+    time: list[UtcDateTime] = Field(description="Start of each bucket.")
+    samples: list[int] = Field(description="Samples in each bucket.")
+    values: dict[str, list[float | None]] = Field(
+        description="Per channel, the mean in each bucket (null when no sample carries it)."
+    )
+
+
+def bucket_interval(first_ms: int, last_ms: int, *, max_points: int) -> int:
+    """Return the smallest whole-millisecond bucket width giving at most `max_points` buckets."""
+    span = max(0, last_ms - first_ms)
+    # floor(last/w) - floor(first/w) <= span/w + 1, so w >= span/(max_points-1) is enough.
+    width = max(1, -(-span // max(1, max_points - 1)))
+    while last_ms // width - first_ms // width + 1 > max_points:
+        width += 1
+    return width
+
+
+def bucket_count(first_ms: int, last_ms: int, width: int) -> int:
+    """Return how many buckets of `width` ms the samples between the two times span."""
+    return last_ms // width - first_ms // width + 1
