@@ -88,6 +88,21 @@ def test_end_anchors_the_window() -> None:
     assert min(starts) >= datetime(2022, 3, 1, tzinfo=UTC)
 
 
+def test_edge_sizes() -> None:
+    empty = seed.generate(seed=1, robots=1, facilities=1, procedure_count=0)
+    assert empty.counts() == {
+        "robots": 1,
+        "procedures": 0,
+        "outcomes": 0,
+        "maintenance": len(empty.maintenance),
+        "telemetry": 0,
+    }
+    many = seed.generate(seed=1, robots=40, facilities=30, procedure_count=10)
+    names = {r["facility_name"] for r in many.robots}
+    assert len(names) == 30
+    assert all(len(n) <= 200 for n in names)
+
+
 # --- Validity --------------------------------------------------------------------------------
 
 
