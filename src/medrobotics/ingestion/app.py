@@ -220,7 +220,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         # stays flat however large the upload; validation goes on past the first bad record
         # so the error lists them all (up to a bound), but nothing more is written.
         model = KINDS[entity].model
-        adapter = TypeAdapter(model)
+        adapter: TypeAdapter[Any] = TypeAdapter(model)
         fast = fast_row if entity == "telemetry" else None
         stream = _Stream(engine, entity)
         chunk: list[Any] = []
@@ -229,7 +229,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         try:
             async for index, line in body.lines(request, limit=settings.max_stream_bytes):
                 received += 1
-                record = fast(line) if fast is not None else None
+                record: Any = fast(line) if fast is not None else None
                 if record is None:
                     try:
                         item = adapter.validate_json(line)
