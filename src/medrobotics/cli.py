@@ -104,6 +104,8 @@ def serve(
 @app.command("archive")
 def archive_cmd(data_dir: DataDir = None) -> None:
     """Export committed telemetry and batch payloads to the lake until caught up."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from medrobotics.errors import Unavailable
     from medrobotics.storage import archive
     from medrobotics.storage.db import reading
@@ -117,6 +119,9 @@ def archive_cmd(data_dir: DataDir = None) -> None:
             lag = archive.lag(conn)
     except (LakeError, Unavailable) as exc:
         console.print(f"[red]archive failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]archive failed: database error ({type(exc).__name__})[/red]")
         raise typer.Exit(1) from None
     finally:
         engine.dispose()
