@@ -322,6 +322,49 @@ def seed(
     Console().print(table)
 
 
+@app.command("archive")
+def archive_cmd(data_dir: DataDir = None) -> None:
+    """Export committed telemetry and batch payloads to the lake until caught up."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+    from medrobotics.storage import archive
+    from medrobotics.storage.db import reading
+    from medrobotics.storage.lake import LakeError, open_lake
+
+    settings = _settings(data_dir)
+    engine = _engine(settings)
+    try:
+        report = archive.run_until_caught_up(engine, open_lake(settings), settings)
+        with reading(engine) as conn:
+            lag = archive.lag(conn)
+    except (LakeError, Unavailable) as exc:
+        console.print(f"[red]archive failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]archive failed: database error ({type(exc).__name__})[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    where = (settings.s3_raw_bucket and f"s3://{settings.s3_raw_bucket}") or settings.lake_dir
+    typer.echo(
+        f"archived {report.telemetry_rows} samples in {report.objects} objects "
+        f"({report.windows} windows) and {report.batches} batches to {where}/"
+        f"{settings.lake_prefix}"
+    )
+    if report.partitions_dropped or report.rows_deleted:
+        typer.echo(
+            f"retention: {report.partitions_dropped} partitions dropped, "
+            f"{report.rows_deleted} rows deleted"
+        )
+    if report.skipped:
+        typer.echo(f"skipped (another archiver is running): {', '.join(report.skipped)}")
+    typer.echo(
+        f"pending: {lag['pending_rows']} samples (oldest {lag['lag_seconds']:.0f} s), "
+        f"{lag['pending_batches']} batches"
+    )
+
+
 def main() -> None:
     """Entry point."""
     app()
