@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import socket
 import subprocess
 import sys
@@ -51,6 +52,7 @@ LOG_FILE = Path(os.environ.get("MEDROBOTICS_TEST_LOG", "/tmp/medrobotics-test-lo
 # may ever appear in a log line.
 FORBIDDEN_IN_LOGS = (
     re.compile(r"pat-\d+"),
+    re.compile(r"patient-\d+"),
     re.compile(r"mrk_[0-9a-f]{16}_"),
     re.compile(r"SECRET PATIENT"),
     re.compile(r"bootstrap-x{10}"),
@@ -77,6 +79,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
         print(f"\nlog check: {lines} log lines searched, no patient id or key found")
+        LOG_FILE.unlink(missing_ok=True)
 
 
 _LOG_STREAM = pytest.StashKey[Any]()
