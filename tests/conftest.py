@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -47,7 +47,8 @@ def _pg_reachable() -> bool:
 PG_OK = _pg_reachable()
 
 
-LOG_FILE = Path(os.environ.get("MEDROBOTICS_TEST_LOG", "/tmp/medrobotics-test-log.jsonl"))
+# One file per run: concurrent runs on one machine must not share it.
+LOG_FILE = Path(tempfile.mkstemp(prefix="medrobotics-test-log-", suffix=".jsonl")[1])
 # Patient identifiers and key material used anywhere in the suite follow these shapes; none
 # may ever appear in a log line.
 FORBIDDEN_IN_LOGS = (
