@@ -245,8 +245,14 @@ def seed(
         ),
     ] = None,
     end: Annotated[
-        str, typer.Option(help="End of the two-year window (ISO 8601; no zone means UTC).")
-    ] = "2025-10-31T00:00:00Z",
+        str | None,
+        typer.Option(
+            help="End of the two-year window (ISO 8601; no zone means UTC). Default: today "
+            "00:00 UTC, so the analytics' recent windows have data; pin it to reproduce a "
+            "fleet exactly.",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Records per request.")] = 1000,
     concurrency: Annotated[
         int, typer.Option(min=1, max=16, help="Requests in flight at once.")
@@ -261,6 +267,8 @@ def seed(
 
     from medrobotics import seed as seeding
 
+    if end is None:
+        end = datetime.now(UTC).date().isoformat()
     try:
         until = datetime.fromisoformat(end)
     except ValueError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -73,7 +75,8 @@ def up(
             f"   docs {front}/ingest/docs\n"
             f"  API service:                  http://{shown}:{api_port}"
             f"   docs {front}/api/docs\n"
-            "  Ctrl-C stops it (in-flight requests finish first).\n"
+            "  Ctrl-C stops it (in-flight requests finish first).\n",
+            soft_wrap=True,
         )
         if on_ready is not None:
             threading.Thread(target=on_ready, args=(front,), daemon=True).start()
@@ -89,24 +92,34 @@ def up(
                 ready=ready,
             )
         )
+    _stop_children()
     console.print("medrobotics stopped")
 
 
 def seed_in_background(settings: Settings) -> Callable[[str], None]:
     """Return a callback that loads the default sample fleet through the front port."""
+    del settings  # the fleet goes through the HTTP API, like any client's data
 
     def run(front: str) -> None:
-        from medrobotics import seed
-
         console.print("database is empty: loading the sample fleet through the front port")
-        dataset = seed.generate()
-        try:
-            with seed.Sender(seed.base_url(front), concurrency=4) as sender:
-                sent = sender.send(dataset)
-        except seed.SeedError as exc:
-            console.print(f"[red]sample fleet not loaded: {exc}[/red]")
-            return
-        summary = ", ".join(f"{s.records} {entity}" for entity, s in sent.items())
-        console.print(f"sample fleet loaded: {summary}")
+        # A child process: the platform can stop at any moment and end it cleanly.
+        child = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "medrobotics", "seed", "--url", front]
+        )
+        _children.append(child)
+        child.wait()
 
     return run
+
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _stop_children() -> None:
+    for child in _children:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()

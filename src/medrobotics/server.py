@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,6 +100,25 @@ class Front:
             await send({"type": "http.response.body", "body": body})
 
 
+class PortInUse(SystemExit):
+    """A port the platform needs is taken."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket, or raise PortInUse naming the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its owner."""
 
@@ -121,6 +141,9 @@ async def serve_many(
     Stop order matters: the front stops taking requests and finishes its in-flight ones
     first; then the services stop, and ingestion flushes what it holds.
     """
+    # Bind every port before starting anything: a port in use is a clear message, not a
+    # half-started platform.
+    sockets = [bind(host, p) for p in (front_port, ingestion_port, api_port)]
     ingestion = build(settings, "ingestion")
     api = build(settings, "api")
     front = _Server(_config(Front(api, ingestion), settings, host, front_port, lifespan="off"))
@@ -132,8 +155,10 @@ async def serve_many(
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    back_tasks = [asyncio.create_task(s.serve()) for s in backs]
-    front_task = asyncio.create_task(front.serve())
+    back_tasks = [
+        asyncio.create_task(s.serve([k])) for s, k in zip(backs, sockets[1:], strict=True)
+    ]
+    front_task = asyncio.create_task(front.serve([sockets[0]]))
     while not all(s.started for s in (front, *backs)):
         if any(t.done() for t in (front_task, *back_tasks)):
             break

@@ -160,23 +160,25 @@ class RequestContext:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
-        structlog.contextvars.bind_contextvars(request_id=rid, trace_id=trace)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            client = scope.get("client")
-            metrics.observe_request(self.service, scope["method"], route, status, elapsed)
-            log.info(
-                "request",
-                method=scope["method"],
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                client=client[0] if client else None,
-            )
-            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
+        # Restores what was bound before (the local platform runs both services in one process).
+        with structlog.contextvars.bound_contextvars(
+            service=self.service, request_id=rid, trace_id=trace
+        ):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                elapsed = time.perf_counter() - start
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                client = scope.get("client")
+                metrics.observe_request(self.service, scope["method"], route, status, elapsed)
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    client=client[0] if client else None,
+                )
 
 
 class Health(BaseModel):
