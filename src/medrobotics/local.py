@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import subprocess  # nosec B404
 import sys
 import threading
 from collections.abc import Callable
@@ -103,7 +103,7 @@ def seed_in_background(settings: Settings) -> Callable[[str], None]:
     def run(front: str) -> None:
         console.print("database is empty: loading the sample fleet through the front port")
         # A child process: the platform can stop at any moment and end it cleanly.
-        child = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        child = subprocess.Popen(  # noqa: S603  # nosec B603
             [sys.executable, "-m", "medrobotics", "seed", "--url", front]
         )
         _children.append(child)

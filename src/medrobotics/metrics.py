@@ -127,7 +127,7 @@ def observe_request(service: str, method: str, route: str, status: int, seconds:
         if len(w.latencies_ms) < EMF_MAX_VALUES:
             w.latencies_ms.append(ms)
         else:
-            slot = random.randrange(w.seen)  # noqa: S311 (sampling, not security)
+            slot = random.randrange(w.seen)  # noqa: S311  # nosec B311
             if slot < EMF_MAX_VALUES:
                 w.latencies_ms[slot] = ms
 

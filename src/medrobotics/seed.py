@@ -277,7 +277,7 @@ FAULTS: tuple[tuple[str, str, str], ...] = (
 def rng_for(seed: int | str) -> random.Random:
     """Return the deterministic generator every seed function draws from."""
     # Sample data, not secrets: a seeded PRNG is the point (reproducible fleets).
-    return random.Random(seed)  # noqa: S311
+    return random.Random(seed)  # noqa: S311  # nosec B311
 
 
 def _uuid(rng: random.Random) -> str:
@@ -925,7 +925,8 @@ class Sender:
 
     def post(self, entity: str, records: Sequence[Record]) -> dict[str, Any]:
         """POST one gzip-compressed batch; retry 429, 502-504 and connection errors."""
-        assert self._client is not None, "use the Sender as a context manager"
+        if self._client is None:
+            raise RuntimeError("use the Sender as a context manager")
         body = gzip.compress(orjson.dumps({"type": entity, "records": records}), compresslevel=5)
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         target = f"{self.url}/ingest/batch"

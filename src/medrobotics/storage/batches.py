@@ -42,7 +42,8 @@ def payload(
     `body` None keeps the id and count without the payload (`digest` must then be given).
     """
     if digest is None:
-        assert body is not None
+        if body is None:
+            raise ValueError("a payload without a body needs its digest")
         h = hasher(entity)
         h.update(body)
         digest = h.hexdigest()

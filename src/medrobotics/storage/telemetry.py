@@ -30,7 +30,7 @@ _COPY = f"COPY telemetry_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
 # Column names are this module's constants, never input. received_at is the transaction's
 # start time on both paths (the column default), which the archiver's watermark relies on.
 _MOVE = (
-    f"INSERT INTO telemetry ({_COLS}) "  # noqa: S608
+    f"INSERT INTO telemetry ({_COLS}) "  # noqa: S608  # nosec B608
     f"SELECT {_COLS} FROM telemetry_stage ON CONFLICT DO NOTHING"
 )
 _TYPES = ["text", "text", "timestamptz"] + [
