@@ -1,0 +1,168 @@
+"""One typed settings object for both services, the CLI and the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Platform settings, read from the environment (names as the task definitions set them)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "test", "staging", "production"] = "development"
+    data_dir: Path = Field(Path(".medrobotics"), alias="MEDROBOTICS_DATA_DIR")
+
+    # Database: DATABASE_URL wins; otherwise RDS_* (+ the Secrets Manager JSON); else embedded.
+    database_url: str | None = None
+    rds_host: str | None = None
+    rds_port: int = Field(5432, ge=1, le=65535)
+    rds_dbname: str = "medrobotics"
+    rds_user: str | None = None
+    rds_password: SecretStr | None = None
+    rds_secret: SecretStr | None = None
+    db_pool_size: int = Field(10, ge=1, le=200, alias="MEDROBOTICS_DB_POOL_SIZE")
+
+    # Lake: S3 bucket when set, else a folder under the data directory.
+    s3_raw_bucket: str | None = None
+    lake_prefix: str = Field("raw/", alias="MEDROBOTICS_LAKE_PREFIX")
+    lake_kms_key_id: str | None = Field(None, alias="MEDROBOTICS_LAKE_KMS_KEY_ID")
+    s3_endpoint_url: str | None = Field(None, alias="MEDROBOTICS_S3_ENDPOINT_URL")
+    archive_interval_s: float = Field(30.0, gt=0, alias="MEDROBOTICS_ARCHIVE_INTERVAL")
+    archive_batch_rows: int = Field(200_000, ge=1, alias="MEDROBOTICS_ARCHIVE_BATCH_ROWS")
+    archive_enabled: bool = Field(True, alias="MEDROBOTICS_ARCHIVE")
+    telemetry_retention_days: int | None = Field(None, ge=1, alias="MEDROBOTICS_RETENTION_DAYS")
+
+    # Serving.
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024, alias="MEDROBOTICS_MAX_BODY_BYTES")
+    max_stream_bytes: int = Field(
+        4 * 1024 * 1024 * 1024, ge=1024, alias="MEDROBOTICS_MAX_STREAM_BYTES"
+    )
+    max_batch_records: int = Field(100_000, ge=1, alias="MEDROBOTICS_MAX_BATCH_RECORDS")
+    max_page_size: int = Field(500, ge=1, le=10_000, alias="MEDROBOTICS_MAX_PAGE_SIZE")
+    log_format: Literal["auto", "json", "console"] = Field("auto", alias="MEDROBOTICS_LOG_FORMAT")
+    log_level: str = Field("INFO", alias="MEDROBOTICS_LOG_LEVEL")
+
+    @field_validator("lake_prefix")
+    @classmethod
+    def _prefix_slash(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            # Pin the psycopg 3 driver; plain URLs from hosting providers name no driver.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith(("postgresql+psycopg://", "sqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @field_validator("rds_secret")
+    @classmethod
+    def _secret_json(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parsed = json.loads(value.get_secret_value())
+        except ValueError:
+            raise ValueError('must be the JSON secret {"username": ..., "password": ...}') from None
+        if not isinstance(parsed, dict) or "password" not in parsed:
+            raise ValueError('must be a JSON object with at least a "password" key')
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_storage(self) -> Settings:
+        if self.environment == "production" and self.db_url.startswith("sqlite"):
+            raise ValueError("ENVIRONMENT=production needs DATABASE_URL or RDS_HOST")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """Return the SQLAlchemy URL in force: DATABASE_URL, then RDS_*, then the embedded file."""
+        if self.database_url:
+            return self.database_url
+        if self.rds_host:
+            user, password = (
+                self.rds_user,
+                self.rds_password.get_secret_value() if self.rds_password else None,
+            )
+            if self.rds_secret:
+                secret = json.loads(self.rds_secret.get_secret_value())
+                user = secret.get("username", user)
+                password = secret["password"]
+                host = secret.get("host", self.rds_host)
+            else:
+                host = self.rds_host
+            auth = quote(user or "postgres", safe="")
+            if password:
+                auth += ":" + quote(password, safe="")
+            dbname = quote(self.rds_dbname, safe="")
+            return f"postgresql+psycopg://{auth}@{host}:{self.rds_port}/{dbname}"
+        return f"sqlite:///{(self.data_dir / 'medrobotics.db').resolve()}"
+
+    @property
+    def lake_dir(self) -> Path:
+        """Return the local folder that stands in for the bucket."""
+        return self.data_dir / "lake"
+
+    @property
+    def is_loopback(self) -> bool:
+        """Tell whether the service binds only to this machine."""
+        return self.host in LOOPBACK_HOSTS
+
+
+def load(**overrides: object) -> Settings:
+    """Build settings from the environment plus overrides; raise ConfigError naming a bad one."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{_env_name(name)}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and info.alias:
+        return info.alias
+    return field.upper()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (tests and the CLI clear this cache to override)."""
+    return load()
+
+
+def override_env(**values: str | None) -> None:
+    """Set or unset environment variables and drop the cached settings."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()

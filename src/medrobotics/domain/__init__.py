@@ -1,0 +1,1 @@
+"""Wire schemas and constrained types shared by both services."""

@@ -1,0 +1,60 @@
+"""Procedure wire schemas."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from medrobotics.domain.types import INPUT, Id, Text, UtcDateTime
+
+Category = Literal["urological", "gynecological", "cardiac", "thoracic", "general", "orthopedic"]
+CATEGORIES: tuple[str, ...] = (
+    "urological",
+    "gynecological",
+    "cardiac",
+    "thoracic",
+    "general",
+    "orthopedic",
+)
+ProcedureStatus = Literal["completed", "in_progress", "aborted", "cancelled"]
+PROCEDURE_STATUSES: tuple[str, ...] = ("completed", "in_progress", "aborted", "cancelled")
+PHI_FIELDS: tuple[str, ...] = ("patient_id", "patient_age", "patient_gender")
+
+
+class ProcedureIn(BaseModel):
+    """A procedure as sent at its start and again at its end (same `procedure_id`: an update).
+
+    Fields left out of a re-send keep their stored values. `duration_minutes` is derived from
+    the two times when absent. `status` defaults to `completed` when `end_time` is given and
+    to `in_progress` otherwise.
+    """
+
+    model_config = INPUT
+
+    procedure_id: Id
+    robot_id: Id
+    procedure_type: Text | None = None
+    procedure_category: Category
+    start_time: UtcDateTime
+    end_time: UtcDateTime | None = None
+    duration_minutes: float | None = Field(None, ge=0, le=7 * 24 * 60, allow_inf_nan=False)
+    surgeon_id: Id | None = None
+    surgeon_name: Text | None = None
+    patient_id: Id | None = None
+    patient_age: int | None = Field(None, ge=0, le=120)
+    patient_gender: Text | None = None
+    complexity_score: float | None = Field(None, ge=1.0, le=5.0, allow_inf_nan=False)
+    status: ProcedureStatus | None = None
+
+    @model_validator(mode="after")
+    def _derive(self) -> ProcedureIn:
+        if self.end_time is not None:
+            if self.end_time < self.start_time:
+                raise ValueError("end_time must not be before start_time")
+            if self.duration_minutes is None:
+                seconds = (self.end_time - self.start_time).total_seconds()
+                self.duration_minutes = round(seconds / 60, 2)
+        if self.status is None:
+            self.status = "completed" if self.end_time is not None else "in_progress"
+        return self

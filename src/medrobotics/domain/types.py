@@ -1,0 +1,42 @@
+"""Reusable constrained types: identifiers, finite numbers, UTC times."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field, PlainSerializer, StringConstraints
+
+
+def _to_utc(value: datetime) -> datetime:
+    # A timestamp without a zone is UTC (the data model says so); others are converted.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"),
+]
+"""An identifier: UUIDs and readable ids such as `robot-1`; no spaces or control characters."""
+
+Text = Annotated[str, StringConstraints(max_length=200)]
+LongText = Annotated[str, StringConstraints(max_length=10_000)]
+
+UtcDateTime = Annotated[
+    datetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json"),
+]
+"""ISO 8601 time; one without a zone is UTC; always returned as UTC with an explicit offset."""
+
+Day = date
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+INPUT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, strict=True)
+"""Model config for everything a client sends: unknown fields and NaN/Infinity are refused."""
+
+OUTPUT = ConfigDict(from_attributes=True)

@@ -1,0 +1,1 @@
+"""The data ingestion service (port 8080)."""

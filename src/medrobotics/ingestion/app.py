@@ -1,0 +1,394 @@
+"""The data ingestion service: telemetry, procedures and batches in; statistics out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import anyio.to_thread
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from sqlalchemy import Engine
+
+from medrobotics import __version__
+from medrobotics.config import Settings
+from medrobotics.domain.maintenance import MaintenanceIn
+from medrobotics.domain.outcomes import OutcomeIn
+from medrobotics.domain.procedures import ProcedureIn
+from medrobotics.domain.robots import RobotIn
+from medrobotics.domain.telemetry import TelemetryIn
+from medrobotics.domain.types import UtcDateTime
+from medrobotics.errors import BadRequest, InvalidInput, TooLarge
+from medrobotics.ingestion import body, flows
+from medrobotics.ingestion.flows import ENTITIES, KINDS, Entity
+from medrobotics.ingestion.writer import GroupWriter
+from medrobotics.storage import stats as stats_q
+from medrobotics.storage.db import make_engine, reading, transaction
+from medrobotics.web import (
+    ERROR_RESPONSES,
+    Health,
+    ORJSONResponse,
+    RequestContext,
+    install_errors,
+    readiness,
+)
+
+SERVICE = "data-ingestion"
+NDJSON_CHUNK = 5_000  # records validated and written per step of a stream: flat memory
+
+
+class Stored(BaseModel):
+    """What was committed. A 2xx answer means the records are durable in the database."""
+
+    entity: Entity
+    received: int = Field(description="Records in this request.")
+    written: int | None = Field(
+        None,
+        description="Records new or updated by this request; telemetry counts new samples "
+        "only (a re-sent sample is skipped). Absent when the write was shared with other "
+        "requests.",
+    )
+    duplicates: int | None = Field(None, description="Telemetry samples already stored.")
+
+
+class Recent(BaseModel):
+    """Activity over the last minute and hour (by time received)."""
+
+    samples_last_minute: int
+    samples_last_hour: int
+    robots_reporting_last_hour: int
+    procedures_reporting_last_hour: int
+    last_ingest_at: UtcDateTime | None
+
+
+class IngestStats(BaseModel):
+    """Ingestion statistics across every task (computed from the database)."""
+
+    totals: dict[str, int] = Field(description="Rows stored per entity.")
+    telemetry_total_estimated: bool = Field(
+        description="True when the telemetry total is the planner's estimate (very large tables)."
+    )
+    recent: Recent
+    archive: dict[str, Any] | None = Field(
+        None, description="Lake export lag, once the archiver runs."
+    )
+    generated_at: UtcDateTime
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the ingestion service for `settings`."""
+    engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
+    writer = GroupWriter(engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            # In-flight requests have finished by now; flush whatever they queued.
+            await writer.close()
+
+    app = FastAPI(
+        title="medrobotics data ingestion",
+        version=__version__,
+        description="Receives telemetry, procedures, outcomes, robots and maintenance records.",
+        docs_url="/ingest/docs",
+        redoc_url=None,
+        openapi_url="/ingest/openapi.json",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.writer = writer
+    install_errors(app)
+    app.add_middleware(RequestContext, service=SERVICE)
+    limit = settings.max_body_bytes
+
+    async def _one(request: Request, adapter: TypeAdapter[Any]) -> Any:
+        body.media_type(request, (body.JSON,))
+        raw = await body.read(request, limit=limit)
+        return _validate(adapter, raw)
+
+    async def _store(entity: str, items: Sequence[Any]) -> int:
+        return await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+
+    @app.post(
+        "/ingest/telemetry",
+        status_code=201,
+        response_model=Stored,
+        openapi_extra=_body_doc(TelemetryIn, many=True),
+        summary="Ingest one telemetry sample, or a JSON array of samples",
+    )
+    async def ingest_telemetry(request: Request) -> Stored:
+        """Commit samples; concurrent requests share commits. Re-sent samples are skipped."""
+        body.media_type(request, (body.JSON,))
+        raw = await body.read(request, limit=limit)
+        if raw.lstrip()[:1] == b"[":
+            items = _validate(_SAMPLES, raw)
+            if len(items) > settings.max_batch_records:
+                raise TooLarge(f"more than {settings.max_batch_records} records in one request")
+        else:
+            items = [_validate(_SAMPLE, raw)]
+        await writer.submit(items)
+        return Stored(entity="telemetry", received=len(items))
+
+    def _single(path: str, entity: Entity, model: type[BaseModel], what: str) -> None:
+        adapter = TypeAdapter(model)
+
+        async def handler(request: Request) -> Stored:
+            item = await _one(request, adapter)
+            written = await _store(entity, [item])
+            return Stored(entity=entity, received=1, written=written)
+
+        handler.__doc__ = f"Insert or update one {what} (same id: the fields sent are updated)."
+        app.post(
+            path,
+            status_code=201,
+            response_model=Stored,
+            openapi_extra=_body_doc(model),
+            summary=f"Ingest one {what}",
+            name=f"ingest_{entity}",
+        )(handler)
+
+    _single("/ingest/procedure", "procedures", ProcedureIn, "procedure")
+    _single("/ingest/outcome", "outcomes", OutcomeIn, "outcome")
+    _single("/ingest/robot", "robots", RobotIn, "robot")
+    _single("/ingest/maintenance", "maintenance", MaintenanceIn, "maintenance visit")
+
+    @app.post(
+        "/ingest/batch",
+        status_code=201,
+        response_model=Stored,
+        openapi_extra=_BATCH_DOC,
+        summary="Ingest a batch of one entity, all or nothing",
+    )
+    async def ingest_batch(
+        request: Request,
+        type: Annotated[
+            Entity | None,
+            Query(description="The entity, for NDJSON bodies (JSON bodies carry `type`)."),
+        ] = None,
+    ) -> Stored:
+        """Commit every record or none; an error lists each bad record by index and field."""
+        kind = body.media_type(request, (body.JSON, body.NDJSON))
+        if kind == body.NDJSON:
+            if type is None:
+                raise InvalidInput(
+                    "NDJSON batches need ?type=",
+                    details=[{"field": "type", "message": "required for NDJSON bodies"}],
+                )
+            return await _ndjson(request, type)
+        raw = await body.read(request, limit=limit)
+        entity, items = _validate_batch(raw)
+        if len(items) > settings.max_batch_records:
+            raise TooLarge(f"more than {settings.max_batch_records} records in one batch")
+        written = await _store(entity, items)
+        return _result(entity, len(items), written)
+
+    async def _ndjson(request: Request, entity: Entity) -> Stored:
+        # One transaction for the whole stream (all or nothing), fed chunk by chunk so memory
+        # stays flat however large the upload; validation goes on past the first bad record
+        # so the error lists them all (up to a bound), but nothing more is written.
+        model = KINDS[entity].model
+        adapter = TypeAdapter(model)
+        stream = _Stream(engine, entity)
+        chunk: list[Any] = []
+        details: list[dict[str, Any]] = []
+        received = written = 0
+        try:
+            async for index, line in body.lines(request, limit=settings.max_stream_bytes):
+                received += 1
+                try:
+                    chunk.append(adapter.validate_json(line))
+                except ValidationError as exc:
+                    if _malformed(exc):
+                        raise BadRequest(f"record {index} is not valid JSON") from None
+                    details.extend(flows.invalid(exc, index=index).details)
+                    del details[flows.MAX_DETAILS :]
+                if len(chunk) >= NDJSON_CHUNK:
+                    if not details:
+                        written += await stream.add(chunk, base=received - len(chunk))
+                    chunk = []
+            if details:
+                fields = ", ".join(sorted({d["field"] for d in details})[:10])
+                raise InvalidInput(f"invalid record: {fields}", details=details)
+            if chunk:
+                written += await stream.add(chunk, base=received - len(chunk))
+            await stream.commit()
+        finally:
+            await stream.close()
+        return _result(entity, received, written)
+
+    @app.get("/ingest/stats", response_model=IngestStats, summary="Ingestion statistics")
+    def ingest_stats() -> IngestStats:
+        """Report totals per entity, recent activity and (with the lake) archive lag."""
+        with reading(engine) as conn:
+            totals, estimated = stats_q.totals(conn)
+            recent = stats_q.recent(conn)
+        return IngestStats(
+            totals=totals,
+            telemetry_total_estimated=estimated,
+            recent=Recent(**recent),
+            generated_at=datetime.now().astimezone(),
+        )
+
+    @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
+    def health() -> Health:
+        """Answer while the process serves; never touches the database."""
+        return Health(status="ok", service=SERVICE, version=__version__)
+
+    @app.get(
+        "/ingest/health",
+        response_model=Health,
+        summary="Readiness: is the database answering",
+        responses={503: {"model": Health}},
+    )
+    def ready() -> Response:
+        """Report whether the database answers (503 when it does not)."""
+        return readiness(engine, SERVICE)
+
+    return app
+
+
+class _Stream:
+    """One write transaction held across the chunks of a streamed batch."""
+
+    def __init__(self, engine: Engine, entity: str) -> None:
+        self.engine, self.entity = engine, entity
+        self._cm: Any = None
+        self._conn: Any = None
+
+    async def add(self, items: list[Any], *, base: int) -> int:
+        return await anyio.to_thread.run_sync(self._add, items, base)
+
+    def _add(self, items: list[Any], base: int) -> int:
+        flows.prepare(self.engine, self.entity, items)
+        if self._conn is None:
+            self._cm = transaction(self.engine)
+            self._conn = self._cm.__enter__()
+        return flows.write_in(self._conn, self.entity, items, base=base)
+
+    async def commit(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._conn = self._cm, None, None
+            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+    async def close(self) -> None:
+        """Roll back whatever was not committed."""
+        if self._cm is not None:
+            cm, self._cm, self._conn = self._cm, None, None
+            err = RuntimeError("stream aborted")
+            with suppress(RuntimeError):
+                await anyio.to_thread.run_sync(cm.__exit__, type(err), err, None)
+
+
+def _result(entity: str, received: int, written: int) -> Stored:
+    dup = received - written if entity == "telemetry" else None
+    return Stored(entity=entity, received=received, written=written, duplicates=dup)  # type: ignore[arg-type]
+
+
+_SAMPLE: TypeAdapter[TelemetryIn] = TypeAdapter(TelemetryIn)
+_SAMPLES: TypeAdapter[list[TelemetryIn]] = TypeAdapter(list[TelemetryIn])
+
+
+def _malformed(exc: ValidationError) -> bool:
+    return any(e["type"] == "json_invalid" for e in exc.errors())
+
+
+def _validate(adapter: TypeAdapter[Any], raw: bytes) -> Any:
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        if _malformed(exc):
+            raise BadRequest("body is not valid JSON") from None
+        raise flows.invalid(exc) from None
+
+
+def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
+    # One pass: the `type` tag picks the record model while the body is parsed.
+    try:
+        parsed = _BATCH.validate_json(raw)
+    except ValidationError as exc:
+        if _malformed(exc):
+            raise BadRequest("body is not valid JSON") from None
+        details = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                message = f"must be one of {', '.join(ENTITIES)}"
+                details.append({"field": "type", "message": message, "index": None})
+                continue
+            if not loc:
+                message = 'must be a JSON object {"type": ..., "records": [...]}'
+                details.append({"field": "body", "message": message, "index": None})
+                continue
+            loc = loc[1:]  # the entity tag
+            index = None
+            if len(loc) >= 2 and loc[0] == "records" and isinstance(loc[1], int):
+                index, loc = loc[1], loc[2:]
+            field = ".".join(str(p) for p in loc) or "records"
+            details.append(
+                {
+                    "field": field,
+                    "message": str(err["msg"]).removeprefix("Value error, "),
+                    "index": index,
+                }
+            )
+        fields = ", ".join(sorted({d["field"] for d in details})[:10])
+        raise InvalidInput(
+            f"invalid batch: {fields}", details=details[: flows.MAX_DETAILS]
+        ) from None
+    return parsed.type, parsed.records
+
+
+def _batch_model(entity: str, model: type[BaseModel]) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{entity.title()}Batch",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        type=(Literal[entity], ...),  # type: ignore[valid-type]
+        records=(list[model], ...),  # type: ignore[valid-type]
+    )
+
+
+_BATCH_MODELS = {entity: _batch_model(entity, KINDS[entity].model) for entity in ENTITIES}
+_BATCH: TypeAdapter[Any] = TypeAdapter(
+    Annotated[Union[tuple(_BATCH_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
+)
+
+
+def _body_doc(model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    if many:
+        schema = {"oneOf": [schema, {"type": "array", "items": schema}]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_BATCH_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "records"],
+                    "properties": {
+                        "type": {"enum": list(ENTITIES)},
+                        "records": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            },
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "string",
+                    "description": "One record per line; ?type= names the entity.",
+                }
+            },
+        },
+    }
+}

@@ -1,0 +1,82 @@
+"""Group commit for single samples: concurrent requests share one transaction.
+
+A commit per request is bound by the disk's fsync rate (about 2,000 a second here); sharing
+commits lets throughput follow CPU instead. No timer: while one flush runs, new samples
+queue, and the next flush takes all of them, so an idle service answers at once and a busy
+one batches more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import Engine
+
+from medrobotics import logs
+from medrobotics.domain.telemetry import TelemetryIn
+from medrobotics.ingestion import flows
+
+log = logs.get("medrobotics.ingestion.writer")
+MAX_FLUSH = 20_000  # samples per transaction: bounds the time any one commit holds locks
+
+
+class GroupWriter:
+    """Collects samples from concurrent requests and commits them together."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: deque[tuple[Sequence[TelemetryIn], asyncio.Future[int]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the flushing task on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-writer")
+
+    async def submit(self, items: Sequence[TelemetryIn]) -> int:
+        """Queue samples; return once they are committed (how many were new, for this flush)."""
+        if self._closing:
+            raise RuntimeError("writer closed")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, future))
+        self._wake.set()
+        return await future
+
+    async def close(self) -> None:
+        """Flush what is queued and stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, size = [], 0
+                while self._pending and size < MAX_FLUSH:
+                    entry = self._pending.popleft()
+                    batch.append(entry)
+                    size += len(entry[0])
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(self, batch: list[tuple[Sequence[TelemetryIn], asyncio.Future[int]]]) -> None:
+        items: list[Any] = [s for entry in batch for s in entry[0]]
+        try:
+            written = await anyio.to_thread.run_sync(flows.write, self.engine, "telemetry", items)
+        except Exception as exc:  # every waiter gets the failure; nothing was committed
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(written)

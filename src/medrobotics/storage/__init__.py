@@ -1,0 +1,1 @@
+"""Storage: tables, migrations, per-aggregate queries and the lake."""

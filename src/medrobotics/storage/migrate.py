@@ -1,0 +1,59 @@
+"""Schema migrations as an explicit step: `medrobotics db upgrade`, never on import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def current(engine: Engine) -> str | None:
+    """Return the revision the database is at, or None when it has no schema."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head() -> str:
+    """Return the newest revision this code knows."""
+    script = ScriptDirectory.from_config(_config_without_engine())
+    return str(script.get_current_head())
+
+
+def _config_without_engine() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate up to `revision`; return (before, after). Does nothing when already there."""
+    before = current(engine)
+    _run(engine, command.upgrade, revision)
+    return before, current(engine)
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    """Migrate down to `revision` (`base` removes everything); return (before, after)."""
+    before = current(engine)
+    _run(engine, command.downgrade, revision)
+    return before, current(engine)
+
+
+def _run(engine: Engine, action: object, revision: str) -> None:
+    cfg = _config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        action(cfg, revision)  # type: ignore[operator]

@@ -1,0 +1,198 @@
+"""What both services share on the web side: errors, request ids, access logs, health."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medrobotics import __version__, logs
+from medrobotics.errors import DomainError, RateLimited, Unavailable
+from medrobotics.storage.db import reading
+
+log = logs.get("medrobotics.web")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class ErrorDetail(BaseModel):
+    """One problem with the input: where it is and what is wrong (never the value itself)."""
+
+    field: str
+    message: str
+    index: int | None = None
+
+
+class ErrorInfo(BaseModel):
+    """The error itself."""
+
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every 4xx and 5xx answer."""
+
+    error: ErrorInfo
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        422: "Invalid parameter or field; `details` names each",
+        503: "Database unavailable; retry after `Retry-After` seconds",
+    }.items()
+}
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON through orjson: several times faster than the standard encoder on big pages."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def error_response(
+    request: Request | None,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build the common error body."""
+    rid = request.scope.get("request_id") if request is not None else None
+    body = {
+        "error": {"code": code, "message": message, "details": details or [], "request_id": rid}
+    }
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def field_errors(
+    exc: ValidationError | RequestValidationError, *, base: int = 0
+) -> list[dict[str, Any]]:
+    """Turn pydantic errors into details that name field and record, never echo the input."""
+    out: list[dict[str, Any]] = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if p not in ("body", "query", "path", "header")]
+        index = None
+        if loc and isinstance(loc[0], int):
+            index = loc[0] + base
+            loc = loc[1:]
+        field = ".".join(str(p) for p in loc) or "body"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        out.append({"field": field, "message": message, "index": index})
+    return out
+
+
+def install_errors(app: FastAPI) -> None:
+    """Map every error to the one body shape; nothing leaks exception text or a trace."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        headers = None
+        if isinstance(exc, (Unavailable, RateLimited)):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        details = field_errors(exc)
+        names = ", ".join(sorted({d["field"] for d in details}))
+        return error_response(request, 422, "invalid", f"invalid parameter: {names}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        message = "no such path" if exc.status_code == 404 else str(exc.detail)
+        return error_response(request, exc.status_code, code, message, None, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+        return error_response(
+            request, 500, "internal", "internal error; quote the request id to find the log line"
+        )
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id, trace id, and one access log line per request."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope["request_id"] = rid
+        trace = headers.get(b"x-amzn-trace-id", b"").decode("latin-1")[:256] or None
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=rid, trace_id=trace)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            client = scope.get("client")
+            log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                client=client[0] if client else None,
+            )
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
+
+
+class Health(BaseModel):
+    """Liveness and readiness."""
+
+    status: str
+    service: str
+    version: str
+    database: str | None = None
+
+
+def readiness(engine: Engine, service: str) -> Response:
+    """Check the database with one trivial query; 200 when it answers, 503 when not."""
+    try:
+        with reading(engine) as conn:
+            conn.execute(text("SELECT 1"))
+        state, code = "ok", 200
+    except Unavailable:
+        state, code = "unavailable", 503
+    health = Health(
+        status="ok" if code == 200 else "degraded",
+        service=service,
+        version=__version__,
+        database=state,
+    )
+    headers = {"Retry-After": "5"} if code == 503 else None
+    return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)

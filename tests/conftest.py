@@ -1,0 +1,127 @@
+"""Shared fixtures: every storage-backed test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from medrobotics import config
+from medrobotics.storage import migrate, telemetry
+from medrobotics.storage.db import make_engine
+from medrobotics.storage.tables import metadata
+
+PG_ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_reachable() -> bool:
+    try:
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except OperationalError:
+        return False
+
+
+PG_OK = _pg_reachable()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("CI") and not PG_OK:
+        raise pytest.UsageError(
+            f"PostgreSQL is unreachable at {make_url(PG_ADMIN_URL).render_as_string()} "
+            "and CI is set: the PostgreSQL half of the suite must run."
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    if not PG_OK:
+        pytest.skip("PostgreSQL not reachable (set TEST_DATABASE_URL); CI never skips this")
+    name = f"mr_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _url(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    if backend == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'medrobotics.db'}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def migrated_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """An engine on a migrated database, one per backend for the session."""
+    engine = make_engine(_url(request.param, request, tmp_path_factory), pool_size=5)
+    telemetry.forget_partitions()
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def clean(engine: Engine) -> None:
+    """Empty every table (children first)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        else:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Iterator[Engine]:
+    """A migrated database, emptied before each test."""
+    clean(migrated_engine)
+    yield migrated_engine
+
+
+@pytest.fixture
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no schema) on the test's backend, for migration tests."""
+    backend = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    base = request.getfixturevalue("pg_url")
+    name = f"mr_fresh_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(engine: Engine, tmp_path: Path) -> config.Settings:
+    """Settings pointing at the test's database and a temporary data folder."""
+    return config.load(
+        database_url=engine.url.render_as_string(hide_password=False),
+        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
+        environment="test",
+    )
