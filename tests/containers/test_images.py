@@ -5,8 +5,8 @@ Skipped when podman is missing, except under CI, where that is a failure.
 
 Knobs (environment):
   MEDROBOTICS_CONTAINER_BASE   base image build argument (default python:3.12-slim)
-  MEDROBOTICS_TEST_PG_URL      admin URL of the PostgreSQL server the containers use
-                               (default postgresql://postgres@127.0.0.1:5432/test)
+  TEST_DATABASE_URL            admin URL of the PostgreSQL server the containers use, as
+                               in tests/conftest.py (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
 
 The containers use the host's network namespace (`--network host`): they reach
 PostgreSQL on 127.0.0.1 and bind 127.0.0.1 on free ports, and podman creates no
@@ -38,14 +38,24 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("MEDROBOTICS_CONTAINER_BASE", "python:3.12-slim")
 PG_ADMIN_URL = os.environ.get(
-    "MEDROBOTICS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 NON_ROOT_UID = "10001"
 STOP_TIMEOUT_S = 30  # ECS's default stopTimeout
 # Files podman itself bind-mounts into every container (they show in `podman diff`).
 PODMAN_MOUNT_POINTS = frozenset(
-    {"/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/run/.containerenv",
-     "/run/secrets", "/dev", "/proc", "/sys"}
+    {
+        "/etc",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+        "/run",
+        "/run/.containerenv",
+        "/run/secrets",
+        "/dev",
+        "/proc",
+        "/sys",
+    }
 )
 
 TELEMETRY = {
@@ -73,7 +83,9 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run one podman command; on failure raise with its output."""
     proc = subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
@@ -91,15 +103,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(
-    method: str, url: str, body: Any = None, *, timeout: float = 10
-) -> tuple[int, Any]:
+def http(method: str, url: str, body: Any = None, *, timeout: float = 10) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
             status = resp.status
     except urllib.error.HTTPError as err:
@@ -120,9 +130,7 @@ def _iptables_rules() -> dict[str, list[str]]:
             ["iptables-save", "-t", table], capture_output=True, text=True, check=False
         )
         if proc.returncode == 0:
-            out[table] = [
-                line for line in proc.stdout.splitlines() if line.startswith((":", "-A"))
-            ]
+            out[table] = [line for line in proc.stdout.splitlines() if line.startswith((":", "-A"))]
     return out
 
 
@@ -161,13 +169,18 @@ def network_hygiene(run_id: str) -> Iterator[None]:
             if rule.startswith("-A") and any(k in rule for k in ("CNI", "NETAVARK", "podman")):
                 subprocess.run(
                     ["iptables", "-t", table, "-D", *rule.split()[1:]],
-                    capture_output=True, check=False,
+                    capture_output=True,
+                    check=False,
                 )
         for rule in rules:
             if rule.startswith(":") and any(k in rule for k in ("CNI", "NETAVARK", "podman")):
                 chain = rule[1:].split()[0]
-                subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, check=False)
-                subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, check=False)
+                subprocess.run(
+                    ["iptables", "-t", table, "-F", chain], capture_output=True, check=False
+                )
+                subprocess.run(
+                    ["iptables", "-t", table, "-X", chain], capture_output=True, check=False
+                )
     if forward_before is not None and forward_after != forward_before:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forward_before)
     assert not any(added.values()), f"podman changed iptables: {added}"
@@ -188,9 +201,12 @@ def images(run_id: str) -> Iterator[Images]:
         api=f"localhost/medrobotics-api-service:test-{run_id}",
         build_seconds=0.0,
     )
-    revision = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip() or "unknown"
+    revision = (
+        subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "unknown"
+    )
     start = time.monotonic()
     built: list[str] = []
     try:
@@ -200,13 +216,20 @@ def images(run_id: str) -> Iterator[Images]:
         ):
             podman(
                 "build",
-                "--format", "docker",  # OCI format drops HEALTHCHECK
-                "--network", "host",
-                "--build-arg", f"BASE={BASE}",
-                "--build-arg", f"REVISION={revision}",
-                "--build-arg", "CREATED=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "-f", dockerfile,
-                "-t", tag,
+                "--format",
+                "docker",  # OCI format drops HEALTHCHECK
+                "--network",
+                "host",
+                "--build-arg",
+                f"BASE={BASE}",
+                "--build-arg",
+                f"REVISION={revision}",
+                "--build-arg",
+                "CREATED=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "-f",
+                dockerfile,
+                "-t",
+                tag,
                 str(ROOT),
                 timeout=900,
             )
@@ -223,14 +246,15 @@ def database_url(run_id: str) -> Iterator[str]:
     import psycopg
 
     name = f"mr_containers_{run_id}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(PG_ADMIN_URL)
+    admin = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = urlunsplit(("postgresql+psycopg", parts.netloc, f"/{name}", "", ""))
     try:
         yield url
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -243,11 +267,16 @@ class Containers:
 
     def run_args(self, env: dict[str, str]) -> list[str]:
         args = [
-            "--network", "host",
+            "--network",
+            "host",
             # the read-only claim: nothing but /tmp is writable
-            "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m",
-            "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,nosuid,nodev,size=64m",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
         ]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
@@ -312,7 +341,9 @@ def wait_healthy(name: str, logs: Any, timeout: float = 90) -> None:
         if last.returncode == 0:
             return
         time.sleep(1)
-    raise AssertionError(f"{name} never healthy: {last and last.stdout + last.stderr}\n{logs(name)}")
+    raise AssertionError(
+        f"{name} never healthy: {last and last.stdout + last.stderr}\n{logs(name)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -320,13 +351,21 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
     ingestion_port, api_port = free_port(), free_port()
     # 1. migration, as the compose file and the ECS deployment run it: one-off, before the services
     migrate = podman(
-        "run", "--rm", *containers.run_args(service_env(database_url, ingestion_port)),
-        images.ingestion, "medrobotics", "db", "upgrade",
-        check=False, timeout=180,
+        "run",
+        "--rm",
+        *containers.run_args(service_env(database_url, ingestion_port)),
+        images.ingestion,
+        "medrobotics",
+        "db",
+        "upgrade",
+        check=False,
+        timeout=180,
     )
     assert migrate.returncode == 0, f"migration failed:\n{migrate.stdout}\n{migrate.stderr}"
     # 2. both services
-    ingestion = containers.start("ingestion", images.ingestion, service_env(database_url, ingestion_port))
+    ingestion = containers.start(
+        "ingestion", images.ingestion, service_env(database_url, ingestion_port)
+    )
     api = containers.start("api", images.api, service_env(database_url, api_port))
     wait_healthy(ingestion, containers.logs)
     wait_healthy(api, containers.logs)
@@ -345,7 +384,10 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
 def test_images_metadata(images: Images) -> None:
     """Labels, user, ports, exec-form command and HEALTHCHECK as the Dockerfiles declare them."""
     print(f"built both images in {images.build_seconds:.0f}s from base {BASE}")
-    for tag, port, service in ((images.ingestion, "8080", "ingestion"), (images.api, "5000", "api")):
+    for tag, port, service in (
+        (images.ingestion, "8080", "ingestion"),
+        (images.api, "5000", "api"),
+    ):
         info = json.loads(podman("image", "inspect", tag).stdout)[0]
         cfg = info["Config"]
         assert cfg["User"] == f"{NON_ROOT_UID}:{NON_ROOT_UID}"
@@ -370,7 +412,8 @@ def test_images_metadata(images: Images) -> None:
 def test_final_image_has_no_compiler(images: Images) -> None:
     probe = (
         "import shutil, sys; "
-        "found = [c for c in ('gcc', 'cc', 'c++', 'g++', 'clang', 'make', 'ld') if shutil.which(c)]; "
+        "tools = ('gcc', 'cc', 'c++', 'g++', 'clang', 'make', 'ld'); "
+        "found = [c for c in tools if shutil.which(c)]; "
         "print(sys.version.split()[0], found); sys.exit(1 if found else 0)"
     )
     for tag in (images.ingestion, images.api):
@@ -465,7 +508,10 @@ def test_sigterm_drains_in_flight_request_and_exits_zero(stack: Stack) -> None:
         # stops accepting ...
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=2).close()
-        assert podman("inspect", "--format", "{{.State.Status}}", stack.ingestion).stdout.strip() == "running"
+        assert (
+            podman("inspect", "--format", "{{.State.Status}}", stack.ingestion).stdout.strip()
+            == "running"
+        )
         # ... but finishes the request in flight
         conn.sendall(body[10:])
         response = b""
@@ -483,7 +529,9 @@ def test_sigterm_drains_in_flight_request_and_exits_zero(stack: Stack) -> None:
     took = time.monotonic() - signalled
     assert exit_code == "0", f"exit code {exit_code}"
     assert took < STOP_TIMEOUT_S, f"shutdown took {took:.1f}s"
-    state = podman("inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", stack.ingestion)
+    state = podman(
+        "inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", stack.ingestion
+    )
     assert state.stdout.split() == ["0", "false"]
     # flushed: the sample sent during shutdown is stored
     assert telemetry_samples(stack, expect=2) == 2
