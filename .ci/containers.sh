@@ -27,7 +27,7 @@ log() { printf '[containers %3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 # --- 1. packages ------------------------------------------------------------
 PKGS=(podman runc conmon containernetworking-plugins golang-github-containers-common
-      mmdebstrap iptables ca-certificates)
+      slirp4netns mmdebstrap iptables ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -105,6 +105,8 @@ else
     log "stand-in base built"
 fi
 export MEDROBOTICS_CONTAINER_BASE="${MEDROBOTICS_CONTAINER_BASE:-$STANDIN}"
+# Untagged images are earlier runs' build stages: the layer cache. Keep a day's worth.
+podman image prune -f --filter until=24h >/dev/null
 
 # --- 4. lint ------------------------------------------------------------------
 log "hadolint"

@@ -8,10 +8,13 @@ Knobs (environment):
   TEST_DATABASE_URL            admin URL of the PostgreSQL server the containers use, as
                                in tests/conftest.py (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
 
-The containers use the host's network namespace (`--network host`): they reach
-PostgreSQL on 127.0.0.1 and bind 127.0.0.1 on free ports, and podman creates no
-bridge, no iptables rule and no forwarding. The fixture still compares the
-iptables rules and ip_forward before and after, and removes anything podman added.
+Networking: each service container gets its own network namespace through
+slirp4netns (user-mode networking, as rootless podman uses), so it binds its
+image defaults (HOST=0.0.0.0, PORT=8080/5000) exactly as on ECS; its port is
+published on 127.0.0.1 of the host only, and it reaches the host's PostgreSQL
+at 10.0.2.2 (slirp4netns' address of the host loopback). Builds use the host
+network. Neither adds a bridge, an iptables rule or IP forwarding; a fixture
+compares iptables and ip_forward before and after, and removes anything added.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 NON_ROOT_UID = "10001"
+SLIRP = "slirp4netns:allow_host_loopback=true,port_handler=slirp4netns"
+SLIRP_HOST = "10.0.2.2"  # the host's loopback, seen from a slirp4netns container
 STOP_TIMEOUT_S = 30  # ECS's default stopTimeout
 # Files podman itself bind-mounts into every container (they show in `podman diff`).
 PODMAN_MOUNT_POINTS = frozenset(
@@ -250,7 +255,10 @@ def database_url(run_id: str) -> Iterator[str]:
     admin = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(("postgresql+psycopg", parts.netloc, f"/{name}", "", ""))
+    netloc = parts.netloc
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        netloc = netloc.replace(parts.hostname, SLIRP_HOST, 1)
+    url = urlunsplit(("postgresql+psycopg", netloc, f"/{name}", "", ""))
     try:
         yield url
     finally:
@@ -265,10 +273,10 @@ class Containers:
         self.run_id = run_id
         self.names: list[str] = []
 
-    def run_args(self, env: dict[str, str]) -> list[str]:
+    def run_args(self, env: dict[str, str], publish: dict[int, int] | None = None) -> list[str]:
         args = [
             "--network",
-            "host",
+            SLIRP,
             # the read-only claim: nothing but /tmp is writable
             "--read-only",
             "--tmpfs",
@@ -278,14 +286,16 @@ class Containers:
             "--security-opt",
             "no-new-privileges",
         ]
+        for host_port, container_port in (publish or {}).items():
+            args += ["-p", f"127.0.0.1:{host_port}:{container_port}"]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
         return args
 
-    def start(self, role: str, image: str, env: dict[str, str]) -> str:
+    def start(self, role: str, image: str, env: dict[str, str], publish: dict[int, int]) -> str:
         name = f"mr-{role}-{self.run_id}"
         self.names.append(name)
-        podman("run", "-d", "--name", name, *self.run_args(env), image)
+        podman("run", "-d", "--name", name, *self.run_args(env, publish), image)
         return name
 
     def logs(self, name: str) -> str:
@@ -317,15 +327,14 @@ class Stack:
     env: dict[str, str]
 
 
-def service_env(database_url: str, port: int) -> dict[str, str]:
+def service_env(database_url: str) -> dict[str, str]:
+    """What the task definition sets; HOST and PORT stay the image's defaults."""
     return {
         "DATABASE_URL": database_url,
         "ENVIRONMENT": "test",
-        "PORT": str(port),
-        # Host networking: loopback is all the test needs, and keeps the
-        # unauthenticated test services off the machine's other interfaces.
-        "HOST": "127.0.0.1",
+        # Open endpoints, published on the host's loopback only.
         "MEDROBOTICS_AUTH": "off",
+        "MEDROBOTICS_ALLOW_OPEN": "1",
     }
 
 
@@ -349,11 +358,12 @@ def wait_healthy(name: str, logs: Any, timeout: float = 90) -> None:
 @pytest.fixture(scope="module")
 def stack(images: Images, database_url: str, containers: Containers) -> Stack:
     ingestion_port, api_port = free_port(), free_port()
+    env = service_env(database_url)
     # 1. migration, as the compose file and the ECS deployment run it: one-off, before the services
     migrate = podman(
         "run",
         "--rm",
-        *containers.run_args(service_env(database_url, ingestion_port)),
+        *containers.run_args(env),
         images.ingestion,
         "medrobotics",
         "db",
@@ -363,10 +373,8 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
     )
     assert migrate.returncode == 0, f"migration failed:\n{migrate.stdout}\n{migrate.stderr}"
     # 2. both services
-    ingestion = containers.start(
-        "ingestion", images.ingestion, service_env(database_url, ingestion_port)
-    )
-    api = containers.start("api", images.api, service_env(database_url, api_port))
+    ingestion = containers.start("ingestion", images.ingestion, env, {ingestion_port: 8080})
+    api = containers.start("api", images.api, env, {api_port: 5000})
     wait_healthy(ingestion, containers.logs)
     wait_healthy(api, containers.logs)
     return Stack(
@@ -374,7 +382,7 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
         api=api,
         ingestion_url=f"http://127.0.0.1:{ingestion_port}",
         api_url=f"http://127.0.0.1:{api_port}",
-        env=service_env(database_url, ingestion_port),
+        env=env,
     )
 
 
@@ -417,7 +425,7 @@ def test_final_image_has_no_compiler(images: Images) -> None:
         "print(sys.version.split()[0], found); sys.exit(1 if found else 0)"
     )
     for tag in (images.ingestion, images.api):
-        proc = podman("run", "--rm", "--network", "host", tag, "python", "-c", probe, check=False)
+        proc = podman("run", "--rm", "--network", "none", tag, "python", "-c", probe, check=False)
         assert proc.returncode == 0, f"{tag}: {proc.stdout}{proc.stderr}"
 
 
@@ -505,9 +513,19 @@ def test_sigterm_drains_in_flight_request_and_exits_zero(stack: Stack) -> None:
         signalled = time.monotonic()
         podman("kill", "--signal", "TERM", stack.ingestion)
         time.sleep(1.5)
-        # stops accepting ...
+        # stops accepting (inside the container the port is closed; from outside a new
+        # request gets no answer) ...
+        refused = podman(
+            "exec",
+            stack.ingestion,
+            "python",
+            "-c",
+            "import socket; socket.create_connection(('127.0.0.1', 8080), timeout=2)",
+            check=False,
+        )
+        assert "ConnectionRefusedError" in refused.stderr, refused.stdout + refused.stderr
         with pytest.raises(OSError):
-            socket.create_connection((host, int(port)), timeout=2).close()
+            http("GET", f"{stack.ingestion_url}/health", timeout=3)
         assert (
             podman("inspect", "--format", "{{.State.Status}}", stack.ingestion).stdout.strip()
             == "running"
