@@ -38,7 +38,6 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-log "$(podman --version); $(runc --version | head -1)"
 
 # --- 2. podman configuration --------------------------------------------------
 mkdir -p "$WORK/tmp"
@@ -77,6 +76,7 @@ CONF
 export CONTAINERS_CONF="$WORK/containers.conf"
 export CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
 export CONTAINERS_REGISTRIES_CONF="$WORK/registries.conf"
+log "$(podman --version); $(runc --version | head -1)"
 
 # --- 3. stand-in base image ---------------------------------------------------
 if [ "${STANDIN_REBUILD:-0}" = 1 ]; then podman rmi -f "$STANDIN" >/dev/null 2>&1 || true; fi
