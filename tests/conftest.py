@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from medrobotics import config
+from medrobotics import config, logs
+from medrobotics.ingestion.app import create_app
 from medrobotics.storage import migrate, telemetry
 from medrobotics.storage.db import make_engine
 from medrobotics.storage.tables import metadata
@@ -35,6 +39,42 @@ def _pg_reachable() -> bool:
 
 
 PG_OK = _pg_reachable()
+
+
+LOG_FILE = Path(os.environ.get("MEDROBOTICS_TEST_LOG", "/tmp/medrobotics-test-log.jsonl"))
+# Patient identifiers and key material used anywhere in the suite follow these shapes; none
+# may ever appear in a log line.
+FORBIDDEN_IN_LOGS = (
+    re.compile(r"pat-\d+"),
+    re.compile(r"mrk_[0-9a-f]{16}_"),
+    re.compile(r"SECRET PATIENT"),
+    re.compile(r"bootstrap-x{10}"),
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every log line of the whole run goes to one file, searched at the end.
+    stream = LOG_FILE.open("w", encoding="utf-8")
+    config.stash[_LOG_STREAM] = stream
+    logs.configure(service="tests", fmt="json", level="DEBUG", stream=stream)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stream = session.config.stash.get(_LOG_STREAM, None)
+    if stream is None:
+        return
+    stream.flush()
+    text_ = LOG_FILE.read_text(encoding="utf-8")
+    leaks = [p.pattern for p in FORBIDDEN_IN_LOGS if p.search(text_)]
+    lines = text_.count("\n")
+    if leaks:
+        print(f"\nLOG LEAK: patterns {leaks} found in {LOG_FILE} ({lines} lines)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        print(f"\nlog check: {lines} log lines searched, no patient id or key found")
+
+
+_LOG_STREAM = pytest.StashKey[Any]()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -125,3 +165,20 @@ def settings(engine: Engine, tmp_path: Path) -> config.Settings:
         MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
         environment="test",
     )
+
+
+GUIDE_SAMPLE = {
+    "procedure_id": "test-123",
+    "robot_id": "robot-1",
+    "timestamp": "2025-10-27T10:00:00",
+    "arm_position_x": 100.5,
+    "arm_position_y": 200.3,
+    "arm_position_z": 150.2,
+}
+
+
+@pytest.fixture
+def client(settings: config.Settings, engine: Engine) -> Iterator[TestClient]:
+    """The ingestion service on the test's database, lifespan running."""
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+        yield c

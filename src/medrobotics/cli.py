@@ -8,14 +8,18 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from sqlalchemy import Engine
 
 from medrobotics import config
+from medrobotics.storage.db import make_engine
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Surgical robotics data platform."
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, expire, revoke.")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -38,8 +42,7 @@ def _settings(data_dir: Path | None = None, **extra: object) -> config.Settings:
     return settings
 
 
-def _engine(settings: config.Settings):  # type: ignore[no-untyped-def]
-    from medrobotics.storage.db import make_engine
+def _engine(settings: config.Settings) -> Engine:
 
     return make_engine(settings.db_url, pool_size=2)
 
@@ -87,6 +90,88 @@ def db_current(data_dir: DataDir = None) -> None:
     typer.echo(f"current: {at or 'empty'}\nhead: {migrate.head()}")
 
 
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what holds the key.")],
+    scope: Annotated[
+        list[str], typer.Option(help="ingest:write, api:read, phi:read or admin (repeatable).")
+    ],
+    expires_days: Annotated[
+        int | None, typer.Option(help="Days until the key expires (never when omitted).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key and print it once (only a salted hash is stored)."""
+    from datetime import UTC, datetime, timedelta
+
+    from medrobotics import auth
+
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    try:
+        issued = auth.issue(
+            _engine(_settings(data_dir)), name=name, scopes=scope, expires_at=expires
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(
+        f"key {issued.key_id} for {name!r}, scopes {', '.join(issued.scopes)}"
+        f"{f', expires {expires:%Y-%m-%d}' if expires else ''}. It is shown only now:"
+    )
+    typer.echo(issued.key)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List keys (ids, names, scopes, state; never the keys)."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from medrobotics.storage import keys
+
+    with _engine(_settings(data_dir)).connect() as conn:
+        rows = keys.list_all(conn)
+    now = datetime.now(UTC)
+    table = Table("key id", "name", "scopes", "created", "state")
+    for r in rows:
+        state = "active"
+        if r["revoked_at"] is not None:
+            state = f"revoked {r['revoked_at']:%Y-%m-%d}"
+        elif r["expires_at"] is not None:
+            verb = "expired" if r["expires_at"] <= now else "expires"
+            state = f"{verb} {r['expires_at']:%Y-%m-%d}"
+        table.add_row(
+            r["key_id"], r["name"], " ".join(r["scopes"]), f"{r['created_at']:%Y-%m-%d}", state
+        )
+    Console().print(table)
+
+
+def _set_key_time(key_id: str, column: str, data_dir: Path | None) -> None:
+    from datetime import UTC, datetime
+
+    from medrobotics.storage import keys
+
+    with _engine(_settings(data_dir)).begin() as conn:
+        found = keys.set_time(conn, key_id=key_id, column=column, at=datetime.now(UTC))
+    if not found:
+        console.print(f"[red]no key {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} {'revoked' if column == 'revoked_at' else 'expired'}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+    """Revoke a key now."""
+    _set_key_time(key_id, "revoked_at", data_dir)
+
+
+@keys_app.command("expire")
+def keys_expire(key_id: str, data_dir: DataDir = None) -> None:
+    """Expire a key now."""
+    _set_key_time(key_id, "expires_at", data_dir)
+
+
 @app.command()
 def serve(
     service: Annotated[Literal["ingestion", "api"], typer.Argument(help="Which service to run.")],
@@ -99,6 +184,38 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     server.serve_one(settings, service)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Bind address; loopback unless told otherwise.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Front port, routed as the load balancer does.")] = 8000,
+    api_port: Annotated[int, typer.Option(help="API service port.")] = 5000,
+    ingestion_port: Annotated[int, typer.Option(help="Ingestion service port.")] = 8080,
+    data_dir: DataDir = None,
+    seed_if_empty: Annotated[
+        bool, typer.Option(help="Load the sample fleet through the front port when empty.")
+    ] = False,
+) -> None:
+    """Run the whole platform on this machine: ingestion, API and the front port."""
+    from medrobotics import local
+
+    settings = _settings(data_dir, host=host)
+    on_ready = None
+    if seed_if_empty:
+        local.prepare_database(settings)
+        if local.is_empty(settings):
+            on_ready = local.seed_in_background(settings)
+    local.up(
+        settings,
+        host=host,
+        port=port,
+        api_port=api_port,
+        ingestion_port=ingestion_port,
+        on_ready=on_ready,
+    )
 
 
 def main() -> None:

@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     archive_enabled: bool = Field(True, alias="MEDROBOTICS_ARCHIVE")
     telemetry_retention_days: int | None = Field(None, ge=1, alias="MEDROBOTICS_RETENTION_DAYS")
 
+    # Access control. Unset: open on loopback outside production, required everywhere else.
+    auth: Literal["required", "off"] | None = Field(None, alias="MEDROBOTICS_AUTH")
+    bootstrap_key: SecretStr | None = Field(None, alias="MEDROBOTICS_BOOTSTRAP_KEY")
+    auth_cache_seconds: float = Field(10.0, ge=0, le=300, alias="MEDROBOTICS_AUTH_CACHE_SECONDS")
+    rate_limit_per_s: float = Field(1000.0, ge=0, alias="MEDROBOTICS_RATE_LIMIT")
+    rate_limit_burst: int = Field(2000, ge=1, alias="MEDROBOTICS_RATE_BURST")
+
+    # Observability: Prometheus always; "emf" adds CloudWatch metric lines on stdout (ECS).
+    metrics: Literal["prometheus", "emf"] = Field("prometheus", alias="MEDROBOTICS_METRICS")
+    emf_interval_s: float = Field(60.0, gt=0, alias="MEDROBOTICS_EMF_INTERVAL")
+
     # Serving.
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)
@@ -98,6 +109,22 @@ class Settings(BaseSettings):
             raise ValueError("ENVIRONMENT=production needs DATABASE_URL or RDS_HOST")
         return self
 
+    @model_validator(mode="after")
+    def _no_open_service_in_public(self) -> Settings:
+        if self.auth == "off" and (self.environment == "production" or not self.is_loopback):
+            raise ValueError(
+                "MEDROBOTICS_AUTH=off is refused when binding to a non-loopback address "
+                "or with ENVIRONMENT=production"
+            )
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        """Tell whether requests need an API key (explicit, or implied by where we listen)."""
+        if self.auth is not None:
+            return self.auth == "required"
+        return self.environment == "production" or not self.is_loopback
+
     @property
     def db_url(self) -> str:
         """Return the SQLAlchemy URL in force: DATABASE_URL, then RDS_*, then the embedded file."""
@@ -140,8 +167,9 @@ def load(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            problems.append(f"{_env_name(name)}: {err['msg']}")
+            name = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_env_name(name)}: {msg}" if name else msg)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 

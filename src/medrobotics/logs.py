@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -39,9 +39,12 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure(*, service: str, fmt: str = "auto", level: str = "INFO") -> None:
+def configure(
+    *, service: str, fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None
+) -> None:
     """Configure structlog and the standard library loggers for one service process."""
-    json_lines = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    out = stream or sys.stdout
+    json_lines = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -51,17 +54,17 @@ def configure(*, service: str, fmt: str = "auto", level: str = "INFO") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Route uvicorn's and other libraries' records through the same renderer.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

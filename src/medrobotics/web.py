@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,8 +18,8 @@ from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medrobotics import __version__, logs
-from medrobotics.errors import DomainError, RateLimited, Unavailable
+from medrobotics import __version__, logs, metrics
+from medrobotics.errors import DomainError, RateLimited, Unauthorized, Unavailable
 from medrobotics.storage.db import reading
 
 log = logs.get("medrobotics.web")
@@ -70,7 +71,7 @@ def error_response(
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Build the common error body."""
     rid = request.scope.get("request_id") if request is not None else None
@@ -105,6 +106,8 @@ def install_errors(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, (Unavailable, RateLimited)):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
         return error_response(request, exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -158,14 +161,16 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
             client = scope.get("client")
+            metrics.observe_request(self.service, scope["method"], route, status, elapsed)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 client=client[0] if client else None,
             )
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
@@ -196,3 +201,9 @@ def readiness(engine: Engine, service: str) -> Response:
     )
     headers = {"Retry-After": "5"} if code == 503 else None
     return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)
+
+
+def install_metrics(app: FastAPI, *, service: str, engine: Engine) -> None:
+    """Serve /metrics (not routed by the load balancer) and watch the connection pool."""
+    metrics.watch_pool(service, engine)
+    app.add_route("/metrics", metrics.scrape, include_in_schema=False)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from medrobotics.storage.tables import maintenance, outcomes, procedures, robots, telemetry
 from tests import factories as f
-from tests.ingestion.conftest import GUIDE_SAMPLE
+from tests.conftest import GUIDE_SAMPLE
 
 NDJSON = {"content-type": "application/x-ndjson"}
 JSON = {"content-type": "application/json"}

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
 
-from medrobotics import __version__
+from medrobotics import __version__, metrics
+from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
@@ -33,6 +35,7 @@ from medrobotics.web import (
     ORJSONResponse,
     RequestContext,
     install_errors,
+    install_metrics,
     readiness,
 )
 
@@ -86,11 +89,20 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        emf = None
+        if settings.metrics == "emf":
+            emf = asyncio.create_task(
+                metrics.emit_emf(SERVICE, settings.environment, interval=settings.emf_interval_s)
+            )
         try:
             yield
         finally:
             # In-flight requests have finished by now; flush whatever they queued.
             await writer.close()
+            if emf is not None:
+                emf.cancel()
+                with suppress(asyncio.CancelledError):
+                    await emf
 
     app = FastAPI(
         title="medrobotics data ingestion",
@@ -106,7 +118,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.writer = writer
+    app.state.guard = Guard(engine, settings)
+    writes = [Depends(require("ingest:write"))]
     install_errors(app)
+    install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)
     limit = settings.max_body_bytes
 
@@ -115,8 +130,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         raw = await body.read(request, limit=limit)
         return _validate(adapter, raw)
 
-    async def _store(entity: str, items: Sequence[Any]) -> int:
-        return await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+    async def _store(entity: str, items: Sequence[Any], *, batch: bool = False) -> int:
+        written = await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+        metrics.received(entity, len(items), batch=batch)
+        metrics.written(entity, written)
+        return written
 
     @app.post(
         "/ingest/telemetry",
@@ -124,6 +142,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         response_model=Stored,
         openapi_extra=_body_doc(TelemetryIn, many=True),
         summary="Ingest one telemetry sample, or a JSON array of samples",
+        dependencies=writes,
     )
     async def ingest_telemetry(request: Request) -> Stored:
         """Commit samples; concurrent requests share commits. Re-sent samples are skipped."""
@@ -136,6 +155,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         else:
             items = [_validate(_SAMPLE, raw)]
         await writer.submit(items)
+        metrics.received("telemetry", len(items), batch=False)
         return Stored(entity="telemetry", received=len(items))
 
     def _single(path: str, entity: Entity, model: type[BaseModel], what: str) -> None:
@@ -154,6 +174,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             openapi_extra=_body_doc(model),
             summary=f"Ingest one {what}",
             name=f"ingest_{entity}",
+            dependencies=writes,
         )(handler)
 
     _single("/ingest/procedure", "procedures", ProcedureIn, "procedure")
@@ -167,6 +188,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         response_model=Stored,
         openapi_extra=_BATCH_DOC,
         summary="Ingest a batch of one entity, all or nothing",
+        dependencies=writes,
     )
     async def ingest_batch(
         request: Request,
@@ -188,7 +210,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         entity, items = _validate_batch(raw)
         if len(items) > settings.max_batch_records:
             raise TooLarge(f"more than {settings.max_batch_records} records in one batch")
-        written = await _store(entity, items)
+        written = await _store(entity, items, batch=True)
         return _result(entity, len(items), written)
 
     async def _ndjson(request: Request, entity: Entity) -> Stored:
@@ -223,9 +245,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             await stream.commit()
         finally:
             await stream.close()
+        metrics.received(entity, received, batch=True)
+        metrics.written(entity, written)
         return _result(entity, received, written)
 
-    @app.get("/ingest/stats", response_model=IngestStats, summary="Ingestion statistics")
+    @app.get(
+        "/ingest/stats",
+        response_model=IngestStats,
+        summary="Ingestion statistics",
+        dependencies=[Depends(require("ingest:write", "api:read"))],
+    )
     def ingest_stats() -> IngestStats:
         """Report totals per entity, recent activity and (with the lake) archive lag."""
         with reading(engine) as conn:
@@ -290,7 +319,7 @@ class _Stream:
 
 def _result(entity: str, received: int, written: int) -> Stored:
     dup = received - written if entity == "telemetry" else None
-    return Stored(entity=entity, received=received, written=written, duplicates=dup)  # type: ignore[arg-type]
+    return Stored(entity=entity, received=received, written=written, duplicates=dup)
 
 
 _SAMPLE: TypeAdapter[TelemetryIn] = TypeAdapter(TelemetryIn)
@@ -317,7 +346,7 @@ def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
     except ValidationError as exc:
         if _malformed(exc):
             raise BadRequest("body is not valid JSON") from None
-        details = []
+        details: list[dict[str, Any]] = []
         for err in exc.errors():
             loc = list(err["loc"])
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -348,18 +377,21 @@ def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
 
 
 def _batch_model(entity: str, model: type[BaseModel]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    tag: Any = Literal[entity]  # a runtime-built Literal, one per entity
+    return create_model(
         f"{entity.title()}Batch",
         __config__=ConfigDict(extra="forbid", strict=True),
-        type=(Literal[entity], ...),  # type: ignore[valid-type]
+        type=(tag, ...),
         records=(list[model], ...),  # type: ignore[valid-type]
     )
 
 
 _BATCH_MODELS = {entity: _batch_model(entity, KINDS[entity].model) for entity in ENTITIES}
-_BATCH: TypeAdapter[Any] = TypeAdapter(
-    Annotated[Union[tuple(_BATCH_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
-)
+_BATCH_UNION: Any = Annotated[
+    Union[tuple(_BATCH_MODELS.values())],  # noqa: UP007 (built from a tuple at runtime)
+    Field(discriminator="type"),
+]
+_BATCH: TypeAdapter[Any] = TypeAdapter(_BATCH_UNION)
 
 
 def _body_doc(model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import Engine
 
-from medrobotics import logs
+from medrobotics import logs, metrics
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.ingestion import flows
 
@@ -77,6 +77,7 @@ class GroupWriter:
                 if not future.done():
                     future.set_exception(exc)
             return
+        metrics.written("telemetry", written)
         for _, future in batch:
             if not future.done():
                 future.set_result(written)

@@ -212,3 +212,34 @@ telemetry = Table(
     Index("ix_telemetry_time", "timestamp", postgresql_using="brin"),
     postgresql_partition_by='RANGE ("timestamp")',
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    # Salted SHA-256 of the secret part: keys are 256-bit random, so a slow hash adds nothing
+    # but latency; the salt keeps equal secrets from sharing a hash.
+    Column("salt", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", JSON_LIST, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("key_id", String(32)),
+    Column("key_name", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("route", String(200), nullable=False),
+    # Which records were read (their ids), never the values that were returned.
+    Column("record_ids", JSON_LIST, nullable=False),
+    Column("request_id", String(128)),
+    Index("ix_audit_log_at", "at"),
+)
+"""Who read patient data, when, through which route, and which records."""

@@ -1,0 +1,210 @@
+"""API keys: issue, verify, scope checks, per-key rate limits, and the patient-data audit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from medrobotics.config import Settings
+from medrobotics.errors import Forbidden, RateLimited, Unauthorized
+from medrobotics.storage import keys
+from medrobotics.storage.db import reading, transaction
+
+SCOPES = ("ingest:write", "api:read", "phi:read", "admin")
+PREFIX = "mrk"
+CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what they may do."""
+
+    name: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+
+    @property
+    def phi(self) -> bool:
+        """Tell whether this caller may see patient data."""
+        return "phi:read" in self.scopes or "admin" in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        """Tell whether the caller holds `scope` (admin holds all)."""
+        return scope in self.scopes or "admin" in self.scopes
+
+
+OPEN = Principal(name="anonymous (authentication off)", scopes=frozenset(SCOPES))
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
+
+
+@dataclass
+class Issued:
+    """A key as shown once to its owner."""
+
+    key: str
+    key_id: str
+    name: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+def issue(
+    engine: Engine, *, name: str, scopes: Sequence[str], expires_at: datetime | None = None
+) -> Issued:
+    """Create a key; only its salted hash is stored, so this is the one time it is seen."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be among {', '.join(SCOPES)}")
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    with transaction(engine) as conn:
+        keys.add(
+            conn,
+            key_id=key_id,
+            name=name,
+            salt=salt,
+            secret_hash=_digest(salt, secret),
+            scopes=sorted(set(scopes)),
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+        )
+    return Issued(f"{PREFIX}_{key_id}_{secret}", key_id, name, sorted(set(scopes)), expires_at)
+
+
+def _parse(presented: str) -> tuple[str, str] | None:
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 16:
+        return None
+    return parts[1], parts[2]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class Guard:
+    """Verifies keys (with a short cache) and applies per-key rate limits, per process."""
+
+    engine: Engine
+    settings: Settings
+    _cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def principal(self, presented: str | None) -> Principal:
+        """Return who holds `presented`, or raise Unauthorized."""
+        if not self.settings.auth_required:
+            return OPEN
+        if not presented:
+            raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
+        boot = self.settings.bootstrap_key
+        if boot is not None and hmac.compare_digest(presented, boot.get_secret_value()):
+            return Principal(name="bootstrap", scopes=frozenset(SCOPES))
+        # Cache by a digest of the key so the cache never holds a usable key.
+        token = hashlib.sha256(presented.encode()).hexdigest()
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            found = hit[1]
+        else:
+            found = self._lookup(presented)
+            ttl = self.settings.auth_cache_seconds
+            if ttl > 0:
+                if len(self._cache) >= CACHE_MAX:
+                    self._cache.clear()  # bounded: random keys sent by a scanner cannot grow it
+                self._cache[token] = (now + ttl, found)
+        if found is None:
+            raise Unauthorized("API key not valid (unknown, revoked or expired)")
+        return found
+
+    def _lookup(self, presented: str) -> Principal | None:
+        parsed = _parse(presented)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        with reading(self.engine) as conn:
+            row = keys.get(conn, key_id=key_id)
+        if row is None or not hmac.compare_digest(row["secret_hash"], _digest(row["salt"], secret)):
+            return None
+        now = datetime.now(UTC)
+        if row["revoked_at"] is not None and row["revoked_at"] <= now:
+            return None
+        if row["expires_at"] is not None and row["expires_at"] <= now:
+            return None
+        return Principal(name=row["name"], scopes=frozenset(row["scopes"]), key_id=key_id)
+
+    def throttle(self, who: Principal) -> None:
+        """Spend one request from the caller's bucket, or raise RateLimited."""
+        rate = self.settings.rate_limit_per_s
+        if rate <= 0 or who is OPEN:
+            return
+        burst = float(self.settings.rate_limit_burst)
+        key = who.key_id or who.name
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket(tokens=burst, at=now)
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
+            bucket.at = now
+            if bucket.tokens < 1:
+                wait = max(1, int((1 - bucket.tokens) / rate + 0.999))
+                raise RateLimited("rate limit exceeded for this key", retry_after=wait)
+            bucket.tokens -= 1
+
+
+def presented_key(request: Request) -> str | None:
+    """Return the key the client sent (Authorization: Bearer, or X-API-Key)."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return request.headers.get("x-api-key") or None
+
+
+def require(*scopes: str) -> Callable[[Request], Principal]:
+    """Return a dependency admitting callers that hold any of `scopes`."""
+
+    def check(request: Request) -> Principal:
+        guard: Guard = request.app.state.guard
+        who = guard.principal(presented_key(request))
+        if not any(who.allows(s) for s in scopes):
+            raise Forbidden(f"this key lacks the scope {' or '.join(scopes)}")
+        guard.throttle(who)
+        request.scope["principal"] = who
+        return who
+
+    return check
+
+
+def audit_phi(engine: Engine, request: Request, who: Principal, record_ids: Sequence[str]) -> None:
+    """Record that `who` read patient data of `record_ids` (never the values)."""
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    entry: dict[str, Any] = {
+        "at": datetime.now(UTC),
+        "key_id": who.key_id,
+        "key_name": who.name,
+        "action": "read_phi",
+        "route": route,
+        "record_ids": list(record_ids),
+        "request_id": request.scope.get("request_id"),
+    }
+    with transaction(engine) as conn:
+        keys.audit(conn, entries=[entry])
