@@ -62,6 +62,8 @@ def test_compose_service_graph(compose: dict[str, Any]) -> None:
         assert _depends(svc) == {"migrate": "service_completed_successfully"}
         assert str(svc["environment"]["PORT"]) == port
         assert svc["environment"]["HOST"] == "0.0.0.0"
+        # bound to 0.0.0.0, MEDROBOTICS_AUTH=off would be refused at start-up
+        assert svc["environment"].get("MEDROBOTICS_AUTH", "required") != "off"
         assert svc["read_only"] is True
         assert svc["tmpfs"] == ["/tmp"]
         assert "ports" not in svc, "services are reached through the proxy only"

@@ -108,9 +108,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, *, timeout: float = 10) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, *, key: str | None = None, timeout: float = 10
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
+    if key is not None:
+        req.add_header("Authorization", f"Bearer {key}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -325,17 +329,15 @@ class Stack:
     ingestion_url: str
     api_url: str
     env: dict[str, str]
+    key: str
 
 
 def service_env(database_url: str) -> dict[str, str]:
-    """What the task definition sets; HOST and PORT stay the image's defaults."""
-    return {
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "test",
-        # Open endpoints, published on the host's loopback only.
-        "MEDROBOTICS_AUTH": "off",
-        "MEDROBOTICS_ALLOW_OPEN": "1",
-    }
+    """What the task definition sets; HOST and PORT stay the image's defaults.
+
+    Bound to 0.0.0.0, the services require API keys (the default off loopback).
+    """
+    return {"DATABASE_URL": database_url, "ENVIRONMENT": "test"}
 
 
 def wait_healthy(name: str, logs: Any, timeout: float = 90) -> None:
@@ -372,6 +374,26 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
         timeout=180,
     )
     assert migrate.returncode == 0, f"migration failed:\n{migrate.stdout}\n{migrate.stderr}"
+    # an API key, made the way an operator makes one: a one-off container
+    created = podman(
+        "run",
+        "--rm",
+        *containers.run_args(env),
+        images.ingestion,
+        "medrobotics",
+        "keys",
+        "create",
+        "--name",
+        "container-test",
+        "--scope",
+        "ingest:write",
+        "--scope",
+        "api:read",
+        check=False,
+        timeout=120,
+    )
+    assert created.returncode == 0, f"keys create failed:\n{created.stdout}\n{created.stderr}"
+    key = created.stdout.strip().splitlines()[-1].strip()
     # 2. both services
     ingestion = containers.start("ingestion", images.ingestion, env, {ingestion_port: 8080})
     api = containers.start("api", images.api, env, {api_port: 5000})
@@ -383,6 +405,7 @@ def stack(images: Images, database_url: str, containers: Containers) -> Stack:
         ingestion_url=f"http://127.0.0.1:{ingestion_port}",
         api_url=f"http://127.0.0.1:{api_port}",
         env=env,
+        key=key,
     )
 
 
@@ -458,9 +481,12 @@ def test_runs_as_non_root_on_read_only_root(stack: Stack) -> None:
 
 
 def test_ingest_then_read_back_through_the_api(stack: Stack) -> None:
-    status, body = http("POST", f"{stack.ingestion_url}/ingest/procedure", PROCEDURE)
-    assert status == 201, body
+    # secure by default when bound to 0.0.0.0: no key, no entry
     status, body = http("POST", f"{stack.ingestion_url}/ingest/telemetry", TELEMETRY)
+    assert status == 401, body
+    status, body = http("POST", f"{stack.ingestion_url}/ingest/procedure", PROCEDURE, key=stack.key)
+    assert status == 201, body
+    status, body = http("POST", f"{stack.ingestion_url}/ingest/telemetry", TELEMETRY, key=stack.key)
     assert status == 201, body
     assert telemetry_samples(stack) == 1
 
@@ -469,7 +495,7 @@ def telemetry_samples(stack: Stack, *, expect: int | None = None, timeout: float
     """Samples the API reports for test-123 (polls briefly when `expect` is given)."""
     deadline = time.monotonic() + timeout
     while True:
-        status, body = http("GET", f"{stack.api_url}/api/procedures/test-123")
+        status, body = http("GET", f"{stack.api_url}/api/procedures/test-123", key=stack.key)
         assert status == 200, body
         assert body["procedure_id"] == "test-123"
         count = _sample_count(body)
@@ -505,7 +531,8 @@ def test_sigterm_drains_in_flight_request_and_exits_zero(stack: Stack) -> None:
     host, port = stack.ingestion_url.removeprefix("http://").split(":")
     head = (
         f"POST /ingest/telemetry HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {stack.key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=20) as conn:
         conn.sendall(head + body[:10])
