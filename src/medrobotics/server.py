@@ -28,7 +28,7 @@ def build(settings: Settings, service: str, **kwargs: Any) -> FastAPI:
     if service == "ingestion":
         from medrobotics.ingestion.app import create_app
     else:
-        from medrobotics.api.app import create_app  # type: ignore[no-redef]
+        from medrobotics.api.app import create_app
     return create_app(settings, **kwargs)
 
 

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from medrobotics.domain.outcomes import OutcomeOut
+from medrobotics.domain.robots import RobotOut
+from medrobotics.domain.telemetry import TelemetrySummary
 from medrobotics.domain.types import INPUT, Id, Text, UtcDateTime
 
 Category = Literal["urological", "gynecological", "cardiac", "thoracic", "general", "orthopedic"]
@@ -58,3 +61,44 @@ class ProcedureIn(BaseModel):
         if self.status is None:
             self.status = "completed" if self.end_time is not None else "in_progress"
         return self
+
+
+_PHI = "Omitted without the phi:read scope."
+
+
+class ProcedureOut(BaseModel):
+    """A procedure as the API returns it."""
+
+    procedure_id: str
+    robot_id: str
+    procedure_type: str | None
+    procedure_category: Category
+    start_time: UtcDateTime
+    end_time: UtcDateTime | None
+    duration_minutes: float | None
+    surgeon_id: str | None
+    surgeon_name: str | None
+    patient_id: str | None = Field(None, description=f"Pseudonym. {_PHI}")
+    patient_age: int | None = Field(None, description=_PHI)
+    patient_gender: str | None = Field(None, description=_PHI)
+    complexity_score: float | None
+    status: ProcedureStatus
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+
+
+class ProcedureDetail(ProcedureOut):
+    """A procedure with its robot, its outcome and a summary of its telemetry."""
+
+    robot: RobotOut | None = Field(description="Null when the robot is not in the registry.")
+    outcome: OutcomeOut | None = Field(description="Null until an outcome is recorded.")
+    telemetry: TelemetrySummary
+
+
+class ProcedurePage(BaseModel):
+    """One page of procedures, newest first (keyset pagination)."""
+
+    items: list[ProcedureOut]
+    limit: int
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    next: str | None = Field(description="Path and query of the next page; null on the last.")

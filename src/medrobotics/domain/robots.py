@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medrobotics.domain.types import INPUT, Day, Id, Text, UtcDateTime
 
@@ -44,3 +44,43 @@ class RobotOut(BaseModel):
     firmware_version: str | None
     created_at: UtcDateTime
     updated_at: UtcDateTime
+
+
+class ProcedureBrief(BaseModel):
+    """A procedure named without patient data: enough to link to it."""
+
+    procedure_id: str
+    procedure_type: str | None
+    procedure_category: str
+    start_time: UtcDateTime
+    end_time: UtcDateTime | None
+    status: str
+
+
+class MaintenanceSummary(BaseModel):
+    """A robot's service history in brief."""
+
+    visits: int
+    total_cost: float = Field(description="USD, every visit.")
+    total_downtime_hours: float
+    last_maintenance_date: Day | None = Field(description="Latest recorded visit.")
+    last_maintenance_type: str | None
+    next_maintenance_date: Day | None = Field(description="Planned at the latest visit.")
+
+
+class RobotDetail(RobotOut):
+    """A robot with its procedure count, last procedure and maintenance summary."""
+
+    procedure_count: int = Field(description="Procedures recorded for this robot (any status).")
+    last_procedure: ProcedureBrief | None = Field(description="The latest by start time.")
+    maintenance: MaintenanceSummary
+
+
+class RobotPage(BaseModel):
+    """One page of robots, ordered by `robot_id` (offset pagination)."""
+
+    items: list[RobotOut]
+    total: int = Field(description="Robots matching the filters, across all pages.")
+    limit: int
+    offset: int
+    next: str | None = Field(description="Path and query of the next page; null on the last.")

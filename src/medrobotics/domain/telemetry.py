@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from medrobotics.domain.types import INPUT, Finite, Id, Text, UtcDateTime
+import msgspec
+from pydantic import BaseModel, Field
+
+from medrobotics.domain.types import ID_PATTERN, INPUT, Finite, Id, Text, UtcDateTime
 
 READINGS: tuple[str, ...] = (
     "arm_position_x",
@@ -65,3 +69,133 @@ class TelemetryIn(BaseModel):
         """Return the values in table order, for the bulk writer."""
         d = self.__dict__
         return tuple(d[c] for c in COLUMNS)
+
+
+# The fast path. Telemetry arrives by the million; pydantic's per-record cost would make
+# validation the ceiling of the whole ingest path (see docs/benchmarks.md). msgspec decodes the
+# same schema in C, several times faster. It only ever says "valid, here are the rows" or "not
+# sure": anything it refuses goes through TelemetryIn, which gives the precise, complete error
+# list (and the same acceptance rules: strict types, finite numbers, known fields only).
+_MAX = 1.7976931348623157e308
+_F = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)]  # excludes +-Infinity
+_ID = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ID_PATTERN)]
+_TEXT = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class _Sample(msgspec.Struct, forbid_unknown_fields=True):
+    procedure_id: _ID
+    robot_id: _ID
+    timestamp: datetime
+    arm_position_x: _F | None = None
+    arm_position_y: _F | None = None
+    arm_position_z: _F | None = None
+    arm_rotation: _F | None = None
+    tool_type: _TEXT | None = None
+    grip_pressure: _F | None = None
+    tremor_compensation: _F | None = None
+    camera_zoom: _F | None = None
+    camera_angle: _F | None = None
+    force_feedback_x: _F | None = None
+    force_feedback_y: _F | None = None
+    force_feedback_z: _F | None = None
+    system_temperature: _F | None = None
+    power_consumption: _F | None = None
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["telemetry"]
+    records: list[_Sample]
+
+
+_ONE_OR_MANY = msgspec.json.Decoder(_Sample | list[_Sample])
+_BATCH = msgspec.json.Decoder(_Batch)
+_ONE = msgspec.json.Decoder(_Sample)
+
+
+def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]]:
+    out = []
+    for s in samples:
+        r = msgspec.structs.astuple(s)
+        ts: datetime = r[2]
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        out.append((r[0], r[1], ts, *r[3:]))
+    return out
+
+
+def fast_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
+    """Decode one sample or a JSON array of samples into rows; None when not plainly valid."""
+    try:
+        decoded = _ONE_OR_MANY.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return _rows(decoded if isinstance(decoded, list) else [decoded])
+
+
+def fast_batch_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
+    """Decode a `{"type": "telemetry", "records": [...]}` batch into rows, or None."""
+    try:
+        return _rows(_BATCH.decode(raw).records)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def fast_row(raw: bytes) -> tuple[Any, ...] | None:
+    """Decode one NDJSON line into a row, or None."""
+    try:
+        return _rows([_ONE.decode(raw)])[0]
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class ChannelStats(BaseModel):
+    """One channel over a procedure: how many samples carry it, and its range and mean."""
+
+    count: int
+    min: float | None
+    mean: float | None
+    max: float | None
+
+
+class TelemetrySummary(BaseModel):
+    """What a procedure's telemetry holds."""
+
+    sample_count: int
+    first_timestamp: UtcDateTime | None
+    last_timestamp: UtcDateTime | None
+    channels: dict[str, ChannelStats] = Field(
+        description="Per numeric channel (all of them, in storage order)."
+    )
+
+
+class TelemetrySeries(BaseModel):
+    """A procedure's telemetry averaged per time bucket, column by column (for plotting).
+
+    Bucket `i` covers `[time[i], time[i] + interval_ms)`; bucket edges are multiples of
+    `interval_ms` since the Unix epoch. Buckets without samples are left out.
+    """
+
+    procedure_id: str
+    interval_ms: int = Field(description="Bucket width, as asked or as chosen automatically.")
+    start: UtcDateTime | None = Field(description="Lower bound asked for (inclusive).")
+    end: UtcDateTime | None = Field(description="Upper bound asked for (exclusive).")
+    channels: list[str]
+    time: list[UtcDateTime] = Field(description="Start of each bucket.")
+    samples: list[int] = Field(description="Samples in each bucket.")
+    values: dict[str, list[float | None]] = Field(
+        description="Per channel, the mean in each bucket (null when no sample carries it)."
+    )
+
+
+def bucket_interval(first_ms: int, last_ms: int, *, max_points: int) -> int:
+    """Return the smallest whole-millisecond bucket width giving at most `max_points` buckets."""
+    span = max(0, last_ms - first_ms)
+    # floor(last/w) - floor(first/w) <= span/w + 1, so w >= span/(max_points-1) is enough.
+    width = max(1, -(-span // max(1, max_points - 1)))
+    while last_ms // width - first_ms // width + 1 > max_points:
+        width += 1
+    return width
+
+
+def bucket_count(first_ms: int, last_ms: int, width: int) -> int:
+    """Return how many buckets of `width` ms the samples between the two times span."""
+    return last_ms // width - first_ms // width + 1

@@ -15,10 +15,8 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Id = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"),
-]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 """An identifier: UUIDs and readable ids such as `robot-1`; no spaces or control characters."""
 
 Text = Annotated[str, StringConstraints(max_length=200)]
@@ -36,7 +34,7 @@ Day = date
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
-INPUT = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, strict=True)
+INPUT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 """Model config for everything a client sends: unknown fields and NaN/Infinity are refused."""
 
 OUTPUT = ConfigDict(from_attributes=True)

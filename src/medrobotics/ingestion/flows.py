@@ -57,7 +57,8 @@ def _check_refs(
 
 
 def _write_telemetry(conn: Connection, items: Sequence[Any]) -> int:
-    return telemetry.insert_many(conn, rows=[i.row() for i in items])
+    # Telemetry travels as row tuples (see domain.telemetry.fast_rows), not models.
+    return telemetry.insert_many(conn, rows=items)
 
 
 def _write_outcomes(conn: Connection, items: Sequence[Any], base: int = 0) -> int:
@@ -109,7 +110,7 @@ def prepare(engine: Engine, entity: str, items: Sequence[Any]) -> None:
     """Do what must happen before the data transaction (telemetry partitions)."""
     if entity == "telemetry" and items:
         try:
-            telemetry.ensure_partitions(engine, months=telemetry.months_of(i.row() for i in items))
+            telemetry.ensure_partitions(engine, months=telemetry.months_of(items))
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, IntegrityError):
                 # Another task created the same partition at the same moment: it exists now.

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+import psycopg
+from sqlalchemy import BigInteger, Connection, Engine, Integer, cast, func, select, text
 from sqlalchemy.dialects import sqlite
 
-from medrobotics.domain.telemetry import COLUMNS
+from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
+from medrobotics.errors import InvalidInput
 from medrobotics.storage.tables import telemetry
 
 Row = Sequence[Any]
@@ -23,11 +25,13 @@ _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
     "(LIKE telemetry INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS"
 )
+_COPY_DIRECT = f"COPY telemetry ({_COLS}) FROM STDIN (FORMAT BINARY)"
 _COPY = f"COPY telemetry_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
-# Column names are this module's constants, never input.
+# Column names are this module's constants, never input. received_at is the transaction's
+# start time on both paths (the column default), which the archiver's watermark relies on.
 _MOVE = (
-    f"INSERT INTO telemetry ({_COLS}, received_at) "  # noqa: S608
-    f"SELECT {_COLS}, %s FROM telemetry_stage ON CONFLICT DO NOTHING"
+    f"INSERT INTO telemetry ({_COLS}) "  # noqa: S608
+    f"SELECT {_COLS} FROM telemetry_stage ON CONFLICT DO NOTHING"
 )
 _TYPES = ["text", "text", "timestamptz"] + [
     "text" if c == "tool_type" else "float8" for c in COLUMNS[3:]
@@ -44,26 +48,42 @@ def insert_many(conn: Connection, *, rows: Sequence[Row]) -> int:
     """
     if not rows:
         return 0
-    now = datetime.now(UTC)
     if conn.dialect.name != "postgresql":
+        now = datetime.now(UTC)
         stmt = sqlite.insert(telemetry).on_conflict_do_nothing()
         params = [dict(zip(COLUMNS, r, strict=True), received_at=now) for r in rows]
         return conn.execute(stmt, params).rowcount
     raw = conn.connection.driver_connection
-    info = conn.connection.info
+    # Optimistic: COPY straight into the table, which is as fast as PostgreSQL takes rows. A
+    # duplicate key (a re-send, or a concurrent one) fails that COPY; then the rows go the
+    # idempotent way: COPY to a staging table and INSERT .. ON CONFLICT DO NOTHING, which
+    # costs about twice as much and so is kept for the rare case.
     with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute("SAVEPOINT telemetry_copy")
+        try:
+            _copy(cur, _COPY_DIRECT, rows)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT telemetry_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT telemetry_copy")
+            return len(rows)
+        info = conn.connection.info
         if not info.get("telemetry_stage"):
             cur.execute(_STAGE_DDL)
             info["telemetry_stage"] = True
         else:
             # A second write in one transaction must not see the first one's rows.
             cur.execute("DELETE FROM telemetry_stage")
-        with cur.copy(_COPY) as copy:
-            copy.set_types(_TYPES)
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(_MOVE, (now,))
+        _copy(cur, _COPY, rows)
+        cur.execute(_MOVE)
         return int(cur.rowcount)
+
+
+def _copy(cur: Any, statement: str, rows: Sequence[Row]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(_TYPES)
+        for row in rows:
+            copy.write_row(row)
 
 
 def months_of(rows: Iterable[Row]) -> set[tuple[int, int]]:
@@ -102,3 +122,117 @@ def _partition_ddl(year: int, month: int) -> str:
         f"FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
         f"TO ('{nyear:04d}-{nmonth:02d}-01 00:00:00+00')"
     )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def summary(conn: Connection, *, procedure_id: str) -> dict[str, Any]:
+    """Return a procedure's sample count, first and last time, and per-channel statistics."""
+    t = telemetry.c
+    cols: list[Any] = [func.count(), func.min(t.timestamp), func.max(t.timestamp)]
+    for name in READINGS:
+        c = t[name]
+        cols += [func.count(c), func.min(c), func.avg(c), func.max(c)]
+    # One pass over the procedure's primary-key range, whatever the number of channels.
+    row = conn.execute(select(*cols).where(t.procedure_id == procedure_id)).one()
+    channels = {}
+    for i, name in enumerate(READINGS):
+        count, low, mean, high = row[3 + 4 * i : 7 + 4 * i]
+        channels[name] = {
+            "count": int(count),
+            "min": _num(low),
+            "mean": _num(mean),
+            "max": _num(high),
+        }
+    return {
+        "sample_count": int(row[0]),
+        "first_timestamp": row[1],
+        "last_timestamp": row[2],
+        "channels": channels,
+    }
+
+
+def series(
+    conn: Connection,
+    *,
+    procedure_id: str,
+    channels: Sequence[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+    interval_ms: int | None = None,
+    max_points: int,
+) -> dict[str, Any]:
+    """Return the mean of each channel per `interval_ms` bucket, at most `max_points` buckets.
+
+    Without `interval_ms` the narrowest width that fits `max_points` is chosen; with one that
+    would give more buckets, InvalidInput names `interval_ms`.
+    """
+    t = telemetry.c
+    conds = [t.procedure_id == procedure_id]
+    if start is not None:
+        conds.append(t.timestamp >= start)
+    if end is not None:
+        conds.append(t.timestamp < end)
+    bounds = select(func.min(t.timestamp), func.max(t.timestamp)).where(*conds)
+    first, last = conn.execute(bounds).one()
+    out: dict[str, Any] = {
+        "procedure_id": procedure_id,
+        "start": start,
+        "end": end,
+        "channels": list(channels),
+        "time": [],
+        "samples": [],
+        "values": {name: [] for name in channels},
+    }
+    if first is None:
+        out["interval_ms"] = interval_ms or 1000
+        return out
+    first_ms, last_ms = (first - EPOCH) // _MS, (last - EPOCH) // _MS
+    if interval_ms is None:
+        interval_ms = bucket_interval(first_ms, last_ms, max_points=max_points)
+    elif bucket_count(first_ms, last_ms, interval_ms) > max_points:
+        least = bucket_interval(first_ms, last_ms, max_points=max_points)
+        raise InvalidInput(
+            "invalid parameter: interval_ms",
+            details=[
+                {
+                    "field": "interval_ms",
+                    "message": f"gives more than {max_points} points for this range; "
+                    f"use at least {least} or a narrower time range",
+                }
+            ],
+        )
+    out["interval_ms"] = interval_ms
+    ms = _epoch_ms(conn, t.timestamp)
+    if conn.dialect.name == "postgresql":
+        bucket = cast(func.floor(ms / interval_ms), BigInteger).label("bucket")
+    else:
+        bucket = (ms // interval_ms).label("bucket")  # integers: SQLite divides exactly
+    stmt = (
+        select(bucket, func.count(), *(func.avg(t[name]) for name in channels))
+        .where(*conds)
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    for row in conn.execute(stmt):
+        out["time"].append(EPOCH + int(row[0]) * interval_ms * _MS)
+        out["samples"].append(int(row[1]))
+        for name, value in zip(channels, row[2:], strict=True):
+            out["values"][name].append(_num(value))
+    return out
+
+
+def _epoch_ms(conn: Connection, column: Any) -> Any:
+    """Milliseconds since the epoch, computed exactly (no float rounding at bucket edges)."""
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", column) * 1000
+    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff': whole seconds, then the milliseconds digits.
+    seconds = cast(func.strftime("%s", column), Integer)
+    millis = cast(func.substr(func.strftime("%f", column), 4), Integer)
+    return seconds * 1000 + millis
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if value is not None else None

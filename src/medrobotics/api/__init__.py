@@ -1,0 +1,1 @@
+"""The query API service: robots, procedures, outcomes, telemetry and analytics."""

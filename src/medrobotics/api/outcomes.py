@@ -1,0 +1,72 @@
+"""Outcome endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, visible
+from medrobotics.api.params import (
+    Cursor,
+    End,
+    Start,
+    check_range,
+    decode_cursor,
+    encode_cursor,
+    next_link,
+)
+from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
+from medrobotics.domain.procedures import Category
+from medrobotics.storage import outcomes
+from medrobotics.storage.db import reading
+from medrobotics.web import ERROR_RESPONSES
+
+router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
+
+
+@router.get(
+    "",
+    response_model=OutcomePage,
+    response_model_exclude_unset=True,
+    responses=ERROR_RESPONSES,
+)
+def list_outcomes(
+    request: Request,
+    engine: EngineDep,
+    caller: CallerDep,
+    limit: LimitDep,
+    success_status: Annotated[SuccessStatus | None, Query()] = None,
+    category: Annotated[Category | None, Query()] = None,
+    readmission: Annotated[
+        bool | None, Query(description="Readmitted within 30 days (true or false).")
+    ] = None,
+    start: Start = None,
+    end: End = None,
+    cursor: Cursor = None,
+) -> Any:
+    """List outcomes newest procedure first, by success, category, readmission and time.
+
+    The time range applies to the procedure's `start_time`. Follow `next` until it is null.
+    """
+    check_range(start, end)
+    after = decode_cursor(cursor)
+    with reading(engine) as conn:
+        items, key = outcomes.page(
+            conn,
+            success_status=success_status,
+            category=category,
+            readmission=readmission,
+            start=start,
+            end=end,
+            after=after,
+            limit=limit,
+        )
+    token = encode_cursor(key) if key is not None else None
+    page = {
+        "items": items,
+        "limit": limit,
+        "next_cursor": token,
+        "next": next_link(request, cursor=token) if token else None,
+    }
+    return visible(caller, page)

@@ -1,0 +1,74 @@
+"""Query parameters shared by several endpoints: time windows, cursors, next links."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import orjson
+from fastapi import Path, Query, Request
+
+from medrobotics.api.deps import invalid
+from medrobotics.domain.types import UtcDateTime
+from medrobotics.storage.keyset import Key
+
+PathId = Annotated[str, Path(min_length=1, max_length=128, description="The identifier.")]
+Start = Annotated[
+    UtcDateTime | None,
+    Query(description="ISO 8601, inclusive; without a zone it is UTC."),
+]
+End = Annotated[
+    UtcDateTime | None,
+    Query(description="ISO 8601, exclusive; without a zone it is UTC. Must be after `start`."),
+]
+Cursor = Annotated[
+    str | None, Query(max_length=1000, description="`next_cursor` of the previous page.")
+]
+
+
+def check_range(start: datetime | None, end: datetime | None) -> None:
+    """Refuse a range whose end is not after its start."""
+    if start is not None and end is not None and end <= start:
+        raise invalid("end", "must be after start")
+
+
+def window(
+    days: int, start: datetime | None, end: datetime | None, *, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """Resolve `[start, end)`: explicit bounds win; a missing one is `days` from the other."""
+    check_range(start, end)
+    if end is None:
+        end = now or datetime.now(UTC)
+    if start is None:
+        start = end - timedelta(days=days)
+    check_range(start, end)
+    return start, end
+
+
+def encode_cursor(key: Key) -> str:
+    """Return the opaque cursor for a keyset position."""
+    raw = orjson.dumps([key[0].isoformat(), key[1]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> Key | None:
+    """Read a cursor made by `encode_cursor`; anything else is a 422 naming `cursor`."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        time, ident = orjson.loads(raw)
+        when = datetime.fromisoformat(time)
+        if when.tzinfo is None or not isinstance(ident, str):
+            raise ValueError("incomplete cursor")
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise invalid("cursor", "not a cursor this service issued") from None
+    return when.astimezone(UTC), ident
+
+
+def next_link(request: Request, **params: str | int) -> str:
+    """Return the path and query of this request with `params` replaced."""
+    url = request.url.include_query_params(**params)
+    return f"{url.path}?{url.query}"

@@ -1,0 +1,52 @@
+"""Robot endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from medrobotics.api.deps import EngineDep, LimitDep
+from medrobotics.api.params import PathId, next_link
+from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
+from medrobotics.errors import NotFound
+from medrobotics.storage import robots
+from medrobotics.storage.db import reading
+from medrobotics.web import ERROR_RESPONSES
+
+router = APIRouter(prefix="/api/robots", tags=["robots"])
+
+
+@router.get("", response_model=RobotPage, responses=ERROR_RESPONSES)
+def list_robots(
+    request: Request,
+    engine: EngineDep,
+    limit: LimitDep,
+    facility_id: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[RobotStatus | None, Query()] = None,
+    model: Annotated[str | None, Query(max_length=200, description="Exact robot_model.")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    """List robots by id, filtered by facility, status and model."""
+    with reading(engine) as conn:
+        items, total = robots.page(
+            conn, facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
+        )
+    more = offset + len(items) < total
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next": next_link(request, offset=offset + limit) if more else None,
+    }
+
+
+@router.get("/{robot_id}", response_model=RobotDetail, responses=ERROR_RESPONSES)
+def get_robot(robot_id: PathId, engine: EngineDep) -> Any:
+    """Show a robot with its procedure count, last procedure and maintenance summary."""
+    with reading(engine) as conn:
+        robot = robots.detail(conn, robot_id=robot_id)
+    if robot is None:
+        raise NotFound(f"no robot {robot_id!r}")
+    return robot

@@ -1,0 +1,313 @@
+"""GET /api/analytics/*: every figure recomputed here in Python from the factory data."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medrobotics.domain.procedures import CATEGORIES
+from tests.api.helpers import assert_error, ts
+from tests.fleet import Fleet
+
+
+def _window(fleet: Fleet) -> tuple[datetime, datetime]:
+    return fleet.now - timedelta(days=40), fleet.now - timedelta(days=10)
+
+
+def _params(start: datetime, end: datetime, **extra: Any) -> dict[str, Any]:
+    return {"start": start.isoformat(), "end": end.isoformat(), **extra}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def _approx(value: float | None) -> Any:
+    return pytest.approx(value) if value is not None else None
+
+
+def _utilization(fleet: Fleet, start: datetime, end: datetime, facility: str | None = None) -> Any:
+    hours = (end - start).total_seconds() / 3600
+    robots = {}
+    for r in fleet.robots:
+        if facility is not None and r.facility_id != facility:
+            continue
+        used = [p for p in fleet.procedures if p.robot_id == r.robot_id and p.status != "cancelled"]
+        inside = [p for p in used if start <= p.start_time < end]
+        in_use = sum(p.duration_minutes or 0 for p in inside) / 60
+        robots[r.robot_id] = {
+            "robot_id": r.robot_id,
+            "robot_model": r.robot_model,
+            "facility_id": r.facility_id,
+            "facility_name": r.facility_name,
+            "status": r.status,
+            "procedures": len(inside),
+            "hours_in_use": pytest.approx(in_use),
+            "utilization": pytest.approx(in_use / hours),
+            "last": max((p.start_time for p in used), default=None),
+        }
+    facilities: dict[str, Any] = {}
+    for r in robots.values():
+        f = facilities.setdefault(
+            r["facility_id"],
+            {"robots": 0, "procedures": 0, "hours": 0.0, "last": None, "name": r["facility_name"]},
+        )
+        f["robots"] += 1
+        f["procedures"] += r["procedures"]
+        f["hours"] += r["hours_in_use"].expected
+        if r["last"] and (f["last"] is None or r["last"] > f["last"]):
+            f["last"] = r["last"]
+    return robots, facilities, hours
+
+
+def _check_utilization(body: dict[str, Any], fleet: Fleet, start: Any, end: Any, fac: Any) -> None:
+    robots, facilities, hours = _utilization(fleet, start, end, fac)
+    assert body["window"]["hours"] == pytest.approx(hours)
+    assert [r["robot_id"] for r in body["robots"]] == sorted(robots)
+    for got in body["robots"]:
+        want = dict(robots[got["robot_id"]])
+        last = want.pop("last")
+        got = dict(got)
+        got_last = got.pop("last_used_at")
+        assert (got_last and ts(got_last)) == last
+        assert got == want
+    assert [f["facility_id"] for f in body["facilities"]] == sorted(facilities)
+    for got in body["facilities"]:
+        want = facilities[got["facility_id"]]
+        assert got["robots"] == want["robots"] and got["procedures"] == want["procedures"]
+        assert got["facility_name"] == want["name"]
+        assert got["hours_in_use"] == pytest.approx(want["hours"])
+        assert got["utilization"] == pytest.approx(want["hours"] / (want["robots"] * hours))
+        assert (got["last_used_at"] and ts(got["last_used_at"])) == want["last"]
+
+
+def test_utilization_over_a_window(client: TestClient, fleet: Fleet) -> None:
+    start, end = _window(fleet)
+    body = client.get("/api/analytics/robot-utilization", params=_params(start, end)).json()
+    assert ts(body["window"]["start"]) == start and ts(body["window"]["end"]) == end
+    _check_utilization(body, fleet, start, end, None)
+
+
+def test_utilization_of_one_facility(client: TestClient, fleet: Fleet) -> None:
+    start, end = _window(fleet)
+    params = _params(start, end, facility_id="fac-boston")
+    body = client.get("/api/analytics/robot-utilization", params=params).json()
+    _check_utilization(body, fleet, start, end, "fac-boston")
+
+
+def test_utilization_guide_command_defaults_to_a_year(client: TestClient, fleet: Fleet) -> None:
+    body = client.get("/api/analytics/robot-utilization").json()
+    start, end = ts(body["window"]["start"]), ts(body["window"]["end"])
+    assert end - start == timedelta(days=365)
+    assert abs(end - datetime.now(UTC)) < timedelta(minutes=5)
+    _check_utilization(body, fleet, start, end, None)  # every procedure is inside
+
+
+def _outcome_stats(pairs: list[Any]) -> dict[str, Any]:
+    outs = [o for _, o in pairs]
+    n = len(outs)
+    return {
+        "outcomes": n,
+        "successful": sum(o.success_status == "successful" for o in outs),
+        "complicated": sum(o.success_status == "complicated" for o in outs),
+        "failed": sum(o.success_status == "failed" for o in outs),
+        "complication_rate": _approx(sum(bool(o.complications) for o in outs) / n if n else None),
+        "readmission_rate": _approx(sum(o.readmission_30day for o in outs) / n if n else None),
+        "mean_blood_loss_ml": _approx(_mean([o.blood_loss_ml for o in outs])),
+        "mean_hospital_stay_days": _approx(_mean([o.hospital_stay_days for o in outs])),
+        "mean_patient_satisfaction": _approx(_mean([o.patient_satisfaction_score for o in outs])),
+    }
+
+
+def _check_outcomes(body: dict[str, Any], fleet: Fleet, start: datetime, end: datetime) -> None:
+    pairs = [(fleet.procedure(o.procedure_id), o) for o in fleet.outcomes]
+    pairs = [(p, o) for p, o in pairs if start <= p.start_time < end]
+    assert pairs
+    assert body["overall"] == _outcome_stats(pairs)
+    statuses = [
+        s
+        for s in ("successful", "complicated", "failed")
+        if any(o.success_status == s for _, o in pairs)
+    ]
+    assert [g["success_status"] for g in body["by_success_status"]] == statuses
+    for group in body["by_success_status"]:
+        status = group.pop("success_status")
+        assert group == _outcome_stats([(p, o) for p, o in pairs if o.success_status == status])
+    cats = [c for c in CATEGORIES if any(p.procedure_category == c for p, _ in pairs)]
+    assert [g["procedure_category"] for g in body["by_category"]] == cats
+    for group in body["by_category"]:
+        cat = group.pop("procedure_category")
+        assert group == _outcome_stats([(p, o) for p, o in pairs if p.procedure_category == cat])
+
+
+def test_outcomes_summary_over_a_window(client: TestClient, fleet: Fleet) -> None:
+    start, end = _window(fleet)
+    body = client.get("/api/analytics/outcomes-summary", params=_params(start, end)).json()
+    _check_outcomes(body, fleet, start, end)
+
+
+def test_outcomes_summary_guide_command(client: TestClient, fleet: Fleet) -> None:
+    body = client.get("/api/analytics/outcomes-summary").json()
+    _check_outcomes(body, fleet, ts(body["window"]["start"]), ts(body["window"]["end"]))
+    assert body["overall"]["outcomes"] == len(fleet.outcomes)
+
+
+def _by_category(fleet: Fleet, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    out = []
+    for cat in CATEGORIES:
+        ps = [
+            p
+            for p in fleet.procedures
+            if p.procedure_category == cat and start <= p.start_time < end
+        ]
+        row: dict[str, Any] = {"procedure_category": cat, "procedures": len(ps)}
+        for s in ("completed", "in_progress", "aborted", "cancelled"):
+            row[s] = sum(p.status == s for p in ps)
+        row["mean_duration_minutes"] = _approx(_mean([p.duration_minutes for p in ps]))
+        row["mean_complexity"] = _approx(_mean([p.complexity_score for p in ps]))
+        out.append(row)
+    return out
+
+
+def test_procedures_by_category(client: TestClient, fleet: Fleet) -> None:
+    start, end = _window(fleet)
+    body = client.get("/api/analytics/procedures-by-category", params=_params(start, end)).json()
+    assert body["categories"] == _by_category(fleet, start, end)
+    body = client.get("/api/analytics/procedures-by-category", params={"days": 90}).json()
+    assert body["categories"] == _by_category(fleet, fleet.now - timedelta(days=90), fleet.now)
+    assert sum(c["procedures"] for c in body["categories"]) == len(fleet.procedures)
+    default = client.get("/api/analytics/procedures-by-category").json()
+    assert ts(default["window"]["end"]) - ts(default["window"]["start"]) == timedelta(days=30)
+
+
+def _bucket(moment: datetime, interval: str) -> datetime:
+    day = moment.date()
+    if interval == "week":
+        day -= timedelta(days=day.weekday())
+    elif interval == "month":
+        day = day.replace(day=1)
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+@pytest.mark.parametrize("interval", ["day", "week", "month"])
+def test_procedure_volume(client: TestClient, fleet: Fleet, interval: str) -> None:
+    start, end = _window(fleet)
+    for extra, keep in (
+        ({}, lambda p: True),
+        ({"category": "urological"}, lambda p: p.procedure_category == "urological"),
+        ({"robot_id": "robot-1"}, lambda p: p.robot_id == "robot-1"),
+    ):
+        params = _params(start, end, interval=interval, **extra)
+        body = client.get("/api/analytics/procedure-volume", params=params).json()
+        groups: dict[datetime, list[Any]] = defaultdict(list)
+        for p in fleet.procedures:
+            if start <= p.start_time < end and keep(p):
+                groups[_bucket(p.start_time, interval)].append(p)
+        assert body["interval"] == interval
+        assert [ts(b["bucket_start"]) for b in body["buckets"]] == sorted(groups)
+        for got in body["buckets"]:
+            ps = groups[ts(got["bucket_start"])]
+            assert got["procedures"] == len(ps)
+            assert got["total_duration_minutes"] == pytest.approx(
+                sum(p.duration_minutes or 0 for p in ps)
+            )
+            assert got["mean_duration_minutes"] == _approx(_mean([p.duration_minutes for p in ps]))
+
+
+def _first_day(moment: datetime) -> date:
+    return moment.date() if moment.timetz() == time(tzinfo=UTC) else moment.date() + timedelta(1)
+
+
+def _check_maintenance(
+    body: dict[str, Any], fleet: Fleet, start: datetime, end: datetime, fac: Any
+) -> None:
+    def inside(d: date) -> bool:
+        return start <= datetime.combine(d, time(), tzinfo=UTC) < end
+
+    rows = []
+    for r in fleet.robots:
+        if fac is not None and r.facility_id != fac:
+            continue
+        visits = [
+            m for m in fleet.maintenance if m.robot_id == r.robot_id and inside(m.maintenance_date)
+        ]
+        rows.append(
+            {
+                "robot_id": r.robot_id,
+                "robot_model": r.robot_model,
+                "facility_id": r.facility_id,
+                "visits": len(visits),
+                "emergency_visits": sum(m.maintenance_type == "emergency" for m in visits),
+                "total_cost": sum(m.cost for m in visits),
+                "downtime_hours": sum(m.downtime_hours for m in visits),
+                "last_maintenance_date": max((m.maintenance_date for m in visits), default=None),
+            }
+        )
+    rows.sort(key=lambda r: (-r["total_cost"], r["robot_id"]))
+    assert [r["robot_id"] for r in body["robots"]] == [r["robot_id"] for r in rows]
+    for got, want in zip(body["robots"], rows, strict=True):
+        last = want["last_maintenance_date"]
+        assert got == {
+            **want,
+            "total_cost": pytest.approx(want["total_cost"]),
+            "last_maintenance_date": last.isoformat() if last else None,
+        }
+    assert body["total_cost"] == pytest.approx(sum(r["total_cost"] for r in rows))
+    assert body["downtime_hours"] == pytest.approx(sum(r["downtime_hours"] for r in rows))
+
+
+def test_maintenance_costs(client: TestClient, fleet: Fleet) -> None:
+    start = datetime.combine(fleet.now.date() - timedelta(days=200), time(), tzinfo=UTC)
+    end = fleet.now - timedelta(days=20)  # not midnight: that day's visits count
+    body = client.get("/api/analytics/maintenance-costs", params=_params(start, end)).json()
+    _check_maintenance(body, fleet, start, end, None)
+    params = _params(start, end, facility_id="fac-austin")
+    body = client.get("/api/analytics/maintenance-costs", params=params).json()
+    _check_maintenance(body, fleet, start, end, "fac-austin")
+    body = client.get("/api/analytics/maintenance-costs").json()
+    _check_maintenance(body, fleet, ts(body["window"]["start"]), ts(body["window"]["end"]), None)
+    assert body["total_cost"] > 0
+
+
+def test_empty_database(client: TestClient) -> None:
+    for path in (
+        "/api/analytics/robot-utilization",
+        "/api/analytics/outcomes-summary",
+        "/api/analytics/procedures-by-category",
+        "/api/analytics/procedure-volume",
+        "/api/analytics/maintenance-costs",
+    ):
+        assert client.get(path).status_code == 200, path
+    body = client.get("/api/analytics/outcomes-summary").json()
+    assert body["overall"]["outcomes"] == 0 and body["overall"]["complication_rate"] is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "robot-utilization",
+        "outcomes-summary",
+        "procedures-by-category",
+        "procedure-volume",
+        "maintenance-costs",
+    ],
+)
+def test_bad_parameters_are_422(client: TestClient, path: str) -> None:
+    url = f"/api/analytics/{path}"
+    assert_error(client.get(url, params={"days": 0}), 422, "invalid", "days")
+    assert_error(client.get(url, params={"days": 100_000}), 422, "invalid", "days")
+    assert_error(client.get(url, params={"start": "soon"}), 422, "invalid", "start")
+    bad = {"start": "2025-02-01T00:00:00Z", "end": "2025-01-01T00:00:00Z"}
+    assert_error(client.get(url, params=bad), 422, "invalid", "end")
+
+
+def test_unknown_interval_and_category_are_422(client: TestClient) -> None:
+    url = "/api/analytics/procedure-volume"
+    assert_error(client.get(url, params={"interval": "year"}), 422, "invalid", "interval")
+    assert_error(client.get(url, params={"category": "dental"}), 422, "invalid", "category")
