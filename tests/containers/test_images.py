@@ -505,11 +505,10 @@ def telemetry_samples(stack: Stack, *, expect: int | None = None, timeout: float
 
 
 def _sample_count(body: dict[str, Any]) -> int:
-    summary = body.get("telemetry_summary") or body.get("telemetry") or {}
-    for key in ("sample_count", "samples", "count", "n_samples"):
-        if isinstance(summary.get(key), int):
-            return int(summary[key])
-    raise AssertionError(f"no telemetry sample count in {body}")
+    """GET /api/procedures/{id} answers a ProcedureDetail with a `telemetry` summary."""
+    assert body["procedure_type"] == PROCEDURE["procedure_type"], body
+    assert body["robot_id"] == PROCEDURE["robot_id"], body
+    return int(body["telemetry"]["sample_count"])
 
 
 def test_healthchecks_report_healthy(stack: Stack) -> None:
