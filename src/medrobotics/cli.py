@@ -218,6 +218,153 @@ def up(
     )
 
 
+@app.command()
+def seed(
+    url: Annotated[
+        str,
+        typer.Option(
+            envvar="MEDROBOTICS_URL",
+            help="Ingestion service or front port (a deployed load balancer too).",
+        ),
+    ] = "http://127.0.0.1:8000",
+    robots: Annotated[int, typer.Option(min=1, max=10_000, help="Robots in the fleet.")] = 50,
+    facilities: Annotated[int, typer.Option(min=1, max=1_000, help="Facilities.")] = 10,
+    procedures: Annotated[
+        int, typer.Option(min=0, max=2_000_000, help="Procedures over the two years.")
+    ] = 5000,
+    telemetry_per_procedure: Annotated[
+        int, typer.Option(min=0, max=10_000, help="Telemetry samples per procedure.")
+    ] = 20,
+    random_seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MEDROBOTICS_API_KEY",
+            help="Sent as `Authorization: Bearer <key>`.",
+            show_default=False,
+        ),
+    ] = None,
+    end: Annotated[
+        str, typer.Option(help="End of the two-year window (ISO 8601; no zone means UTC).")
+    ] = "2025-10-31T00:00:00Z",
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Records per request.")] = 1000,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=16, help="Requests in flight at once.")
+    ] = 4,
+) -> None:
+    """Generate a realistic sample fleet and send it through the ingestion batch API."""
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from medrobotics import seed as seeding
+
+    try:
+        until = datetime.fromisoformat(end)
+    except ValueError:
+        console.print(f"[red]--end: not an ISO 8601 time: {end!r}[/red]")
+        raise typer.Exit(2) from None
+    until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    try:
+        target = seeding.base_url(url)
+    except ValueError as exc:
+        console.print(f"[red]--url: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+    began = time.monotonic()
+    dataset = seeding.generate(
+        seed=random_seed,
+        robots=robots,
+        facilities=facilities,
+        procedure_count=procedures,
+        telemetry_per_procedure=telemetry_per_procedure,
+        end=until,
+    )
+    counts = dataset.counts()
+    console.print(f"seeding {target} (random seed {random_seed})")
+    progress = Progress(
+        "[progress.description]{task.description:<12}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks = {e: progress.add_task(e, total=counts[e]) for e in seeding.ORDER}
+    try:
+        with (
+            progress,
+            seeding.Sender(
+                target, api_key=api_key, batch_size=batch_size, concurrency=concurrency
+            ) as sender,
+        ):
+            sent = sender.send(dataset, progress=lambda e, n: progress.advance(tasks[e], n))
+    except seeding.SeedError as exc:
+        console.print(f"[red]seed failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    elapsed = time.monotonic() - began
+
+    table = Table(title=f"Sent to {target} in {elapsed:.1f} s")
+    for column in ("entity", "records", "new or updated", "already stored", "requests"):
+        table.add_column(column, justify="left" if column == "entity" else "right")
+    for entity, s in sent.items():
+        dup = str(s.duplicates) if entity == "telemetry" else "-"
+        table.add_row(entity, str(s.records), str(s.written), dup, str(s.batches))
+    table.add_row(
+        "total",
+        str(sum(s.records for s in sent.values())),
+        str(sum(s.written for s in sent.values())),
+        "",
+        str(sum(s.batches for s in sent.values())),
+        style="bold",
+    )
+    Console().print(table)
+
+
+@app.command("archive")
+def archive_cmd(data_dir: DataDir = None) -> None:
+    """Export committed telemetry and batch payloads to the lake until caught up."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+    from medrobotics.storage import archive
+    from medrobotics.storage.db import reading
+    from medrobotics.storage.lake import LakeError, open_lake
+
+    settings = _settings(data_dir)
+    engine = _engine(settings)
+    try:
+        report = archive.run_until_caught_up(engine, open_lake(settings), settings)
+        with reading(engine) as conn:
+            lag = archive.lag(conn)
+    except (LakeError, Unavailable) as exc:
+        console.print(f"[red]archive failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]archive failed: database error ({type(exc).__name__})[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    where = (settings.s3_raw_bucket and f"s3://{settings.s3_raw_bucket}") or settings.lake_dir
+    typer.echo(
+        f"archived {report.telemetry_rows} samples in {report.objects} objects "
+        f"({report.windows} windows) and {report.batches} batches to {where}/"
+        f"{settings.lake_prefix}"
+    )
+    if report.partitions_dropped or report.rows_deleted:
+        typer.echo(
+            f"retention: {report.partitions_dropped} partitions dropped, "
+            f"{report.rows_deleted} rows deleted"
+        )
+    if report.skipped:
+        typer.echo(f"skipped (another archiver is running): {', '.join(report.skipped)}")
+    typer.echo(
+        f"pending: {lag['pending_rows']} samples (oldest {lag['lag_seconds']:.0f} s), "
+        f"{lag['pending_batches']} batches"
+    )
+
+
 def main() -> None:
     """Entry point."""
     app()

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     archive_interval_s: float = Field(30.0, gt=0, alias="MEDROBOTICS_ARCHIVE_INTERVAL")
     archive_batch_rows: int = Field(200_000, ge=1, alias="MEDROBOTICS_ARCHIVE_BATCH_ROWS")
     archive_enabled: bool = Field(True, alias="MEDROBOTICS_ARCHIVE")
+    # Rows received less than this long ago may belong to an uncommitted ingest transaction
+    # (bounded by storage.db.STATEMENT_TIMEOUT_MS), so the archiver leaves them for later.
+    archive_safety_s: float = Field(60.0, ge=0, alias="MEDROBOTICS_ARCHIVE_SAFETY")
     telemetry_retention_days: int | None = Field(None, ge=1, alias="MEDROBOTICS_RETENTION_DAYS")
 
     # Access control. Unset: open on loopback outside production, required everywhere else.

@@ -99,6 +99,14 @@ def seed_in_background(settings: Settings) -> Callable[[str], None]:
         from medrobotics import seed
 
         console.print("database is empty: loading the sample fleet through the front port")
-        seed.run(url=front, api_key=None)
+        dataset = seed.generate()
+        try:
+            with seed.Sender(seed.base_url(front), concurrency=4) as sender:
+                sent = sender.send(dataset)
+        except seed.SeedError as exc:
+            console.print(f"[red]sample fleet not loaded: {exc}[/red]")
+            return
+        summary = ", ".join(f"{s.records} {entity}" for entity, s in sent.items())
+        console.print(f"sample fleet loaded: {summary}")
 
     return run

@@ -149,6 +149,12 @@ def written(entity: str, count: int) -> None:
                 w.ingested_samples += count
 
 
+def archive_lag(*, seconds: float, rows: int) -> None:
+    """Publish how far the lake archiver lags."""
+    ARCHIVE_LAG.set(seconds)
+    ARCHIVE_PENDING.set(rows)
+
+
 def scrape(_request: Request) -> Response:
     """Serve the Prometheus text exposition."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,15 @@ from medrobotics.storage import migrate
 from medrobotics.storage.db import make_engine
 from medrobotics.storage.tables import metadata
 
-EXPECTED = {"robots", "procedures", "outcomes", "maintenance", "telemetry"}
+EXPECTED = {
+    "robots",
+    "procedures",
+    "outcomes",
+    "maintenance",
+    "telemetry",
+    "batches",
+    "archive_marks",
+}
 
 
 @pytest.mark.parametrize("fresh_url", ["sqlite", "postgresql"], indirect=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
@@ -27,8 +28,11 @@ from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
 from medrobotics.ingestion.flows import ENTITIES, KINDS, Entity
 from medrobotics.ingestion.writer import GroupWriter
+from medrobotics.storage import archive
+from medrobotics.storage import batches as batches_q
 from medrobotics.storage import stats as stats_q
 from medrobotics.storage.db import make_engine, reading, transaction
+from medrobotics.storage.lake import open_lake
 from medrobotics.web import (
     ERROR_RESPONSES,
     Health,
@@ -67,6 +71,20 @@ class Recent(BaseModel):
     last_ingest_at: UtcDateTime | None
 
 
+class ArchiveLag(BaseModel):
+    """What committed data still waits for the lake."""
+
+    pending_rows: int = Field(description="Telemetry samples not yet in the lake.")
+    lag_seconds: float = Field(description="Age of the oldest sample not yet in the lake.")
+    last_archived_at: UtcDateTime | None = Field(
+        None, description="When the archiver last moved its mark."
+    )
+    archived_through: UtcDateTime | None = Field(
+        None, description="Every sample received before this time is in the lake."
+    )
+    pending_batches: int = Field(description="Batch payloads not yet in the lake.")
+
+
 class IngestStats(BaseModel):
     """Ingestion statistics across every task (computed from the database)."""
 
@@ -75,9 +93,7 @@ class IngestStats(BaseModel):
         description="True when the telemetry total is the planner's estimate (very large tables)."
     )
     recent: Recent
-    archive: dict[str, Any] | None = Field(
-        None, description="Lake export lag, once the archiver runs."
-    )
+    archive: ArchiveLag | None = Field(None, description="Lake export lag.")
     generated_at: UtcDateTime
 
 
@@ -89,6 +105,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        stop = asyncio.Event()
+        archiver = None
+        if settings.archive_enabled:
+            archiver = asyncio.get_running_loop().create_task(
+                archive.run_forever(engine, open_lake(settings), settings, stop),
+                name="lake-archiver",
+            )
         emf = None
         if settings.metrics == "emf":
             emf = asyncio.create_task(
@@ -99,6 +122,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         finally:
             # In-flight requests have finished by now; flush whatever they queued.
             await writer.close()
+            stop.set()
+            if archiver is not None:
+                # Lets a window in progress finish (bounded by the lake client's timeouts).
+                await archiver
             if emf is not None:
                 emf.cancel()
                 with suppress(asyncio.CancelledError):
@@ -130,8 +157,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         raw = await body.read(request, limit=limit)
         return _validate(adapter, raw)
 
-    async def _store(entity: str, items: Sequence[Any], *, batch: bool = False) -> int:
-        written = await anyio.to_thread.run_sync(flows.write, engine, entity, items)
+    async def _store(
+        entity: str, items: Sequence[Any], raw: bytes | None = None, *, batch: bool = False
+    ) -> int:
+        written = await anyio.to_thread.run_sync(
+            functools.partial(flows.write, engine, entity, items, raw=raw)
+        )
         metrics.received(entity, len(items), batch=batch)
         metrics.written(entity, written)
         return written
@@ -212,7 +243,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         entity, items = _parse_batch(raw)
         if len(items) > settings.max_batch_records:
             raise TooLarge(f"more than {settings.max_batch_records} records in one batch")
-        written = await _store(entity, items, batch=True)
+        written = await _store(entity, items, raw, batch=True)
         return _result(entity, len(items), written)
 
     async def _ndjson(request: Request, entity: Entity) -> Stored:
@@ -220,16 +251,28 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         # stays flat however large the upload; validation goes on past the first bad record
         # so the error lists them all (up to a bound), but nothing more is written.
         model = KINDS[entity].model
-        adapter = TypeAdapter(model)
+        adapter: TypeAdapter[Any] = TypeAdapter(model)
         fast = fast_row if entity == "telemetry" else None
         stream = _Stream(engine, entity)
         chunk: list[Any] = []
         details: list[dict[str, Any]] = []
         received = written = 0
+        # The raw payload is kept for the lake up to the JSON body limit; beyond it (streams
+        # reach gigabytes) only its hash and count are: the records themselves are committed,
+        # and telemetry reaches the lake as Parquet regardless.
+        digest = batches_q.hasher(entity)
+        kept: list[bytes] | None = []
+        kept_bytes = 0
         try:
             async for index, line in body.lines(request, limit=settings.max_stream_bytes):
                 received += 1
-                record = fast(line) if fast is not None else None
+                digest.update(line + b"\n")
+                if kept is not None:
+                    kept_bytes += len(line) + 1
+                    kept = kept if kept_bytes <= limit else None
+                    if kept is not None:
+                        kept.append(line)
+                record: Any = fast(line) if fast is not None else None
                 if record is None:
                     try:
                         item = adapter.validate_json(line)
@@ -250,7 +293,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 raise InvalidInput(f"invalid record: {fields}", details=details)
             if chunk:
                 written += await stream.add(chunk, base=received - len(chunk))
-            await stream.commit()
+            raw = None if kept is None else b"".join(line + b"\n" for line in kept)
+            await stream.commit(raw=raw, digest=digest.hexdigest(), received=received)
         finally:
             await stream.close()
         metrics.received(entity, received, batch=True)
@@ -268,10 +312,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         with reading(engine) as conn:
             totals, estimated = stats_q.totals(conn)
             recent = stats_q.recent(conn)
+            lag = archive.lag(conn)
+        metrics.archive_lag(seconds=lag["lag_seconds"], rows=lag["pending_rows"])
         return IngestStats(
             totals=totals,
             telemetry_total_estimated=estimated,
             recent=Recent(**recent),
+            archive=ArchiveLag(**lag),
             generated_at=datetime.now().astimezone(),
         )
 
@@ -311,10 +358,16 @@ class _Stream:
             self._conn = self._cm.__enter__()
         return flows.write_in(self._conn, self.entity, items, base=base)
 
-    async def commit(self) -> None:
+    async def commit(self, *, raw: bytes | None, digest: str, received: int) -> None:
+        """Keep the batch's payload in the same transaction as its records, then commit."""
         if self._cm is not None:
+            await anyio.to_thread.run_sync(self._keep, raw, digest, received)
             cm, self._cm, self._conn = self._cm, None, None
             await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+    def _keep(self, raw: bytes | None, digest: str, received: int) -> None:
+        item = batches_q.payload(entity=self.entity, body=raw, record_count=received, digest=digest)
+        flows.keep_batch(self._conn, item)
 
     async def close(self) -> None:
         """Roll back whatever was not committed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -16,7 +17,7 @@ from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.errors import Conflict, DomainError, InvalidInput, Unavailable
-from medrobotics.storage import maintenance, outcomes, procedures, robots, telemetry
+from medrobotics.storage import batches, maintenance, outcomes, procedures, robots, telemetry
 from medrobotics.storage.db import transaction
 from medrobotics.web import field_errors
 
@@ -119,11 +120,26 @@ def prepare(engine: Engine, entity: str, items: Sequence[Any]) -> None:
             raise Unavailable("database unavailable") from exc
 
 
-def write(engine: Engine, entity: str, items: Sequence[Any]) -> int:
-    """Commit `items` of one entity in one transaction; return how many were new or updated."""
+def write(engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | None = None) -> int:
+    """Commit `items` of one entity in one transaction; return how many were new or updated.
+
+    With `raw` (an /ingest/batch body) the payload is kept for the lake in the same transaction.
+    """
     prepare(engine, entity, items)
+    # Compressed before the transaction opens: no lock is held while it runs.
+    kept = (
+        None if raw is None else batches.payload(entity=entity, body=raw, record_count=len(items))
+    )
     with transaction(engine) as conn:
-        return write_in(conn, entity, items)
+        written = write_in(conn, entity, items)
+        if kept is not None:
+            keep_batch(conn, kept)
+        return written
+
+
+def keep_batch(conn: Connection, item: batches.Payload) -> None:
+    """Store an accepted batch's raw payload in the caller's transaction, for the lake."""
+    batches.record(conn, item=item, received_at=datetime.now(UTC))
 
 
 def write_in(conn: Connection, entity: str, items: Sequence[Any], *, base: int = 0) -> int:

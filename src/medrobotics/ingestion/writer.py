@@ -17,8 +17,8 @@ import anyio.to_thread
 from sqlalchemy import Engine
 
 from medrobotics import logs, metrics
-from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.ingestion import flows
+from medrobotics.storage.telemetry import Row
 
 log = logs.get("medrobotics.ingestion.writer")
 MAX_FLUSH = 20_000  # samples per transaction: bounds the time any one commit holds locks
@@ -29,7 +29,7 @@ class GroupWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._pending: deque[tuple[Sequence[TelemetryIn], asyncio.Future[int]]] = deque()
+        self._pending: deque[tuple[Sequence[Row], asyncio.Future[int]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -38,8 +38,8 @@ class GroupWriter:
         """Start the flushing task on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-writer")
 
-    async def submit(self, items: Sequence[TelemetryIn]) -> int:
-        """Queue samples; return once they are committed (how many were new, for this flush)."""
+    async def submit(self, items: Sequence[Row]) -> int:
+        """Queue sample rows; return once they are committed (how many were new, for this flush)."""
         if self._closing:
             raise RuntimeError("writer closed")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -68,7 +68,7 @@ class GroupWriter:
             if self._closing:
                 return
 
-    async def _flush(self, batch: list[tuple[Sequence[TelemetryIn], asyncio.Future[int]]]) -> None:
+    async def _flush(self, batch: list[tuple[Sequence[Row], asyncio.Future[int]]]) -> None:
         items: list[Any] = [s for entry in batch for s in entry[0]]
         try:
             written = await anyio.to_thread.run_sync(flows.write, self.engine, "telemetry", items)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -243,3 +246,39 @@ audit_log = Table(
     Index("ix_audit_log_at", "at"),
 )
 """Who read patient data, when, through which route, and which records."""
+
+
+# The raw body of every accepted /ingest/batch request, written in the same transaction as its
+# records so the lake gets exactly what was committed. `batch_id` is the SHA-256 of entity and
+# payload: an identical re-send maps to the same row and the same lake object.
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("entity", String(20), nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False, server_default=_now()),
+    # gzip of the decoded body; NULL when an NDJSON stream was too large to keep (see flows).
+    Column("payload", LargeBinary),
+    Column("archived_at", UtcDateTime),
+    # Only unarchived rows are looked up by the exporter: a small partial index.
+    Index(
+        "ix_batches_pending",
+        "received_at",
+        postgresql_where=text("archived_at IS NULL"),
+        sqlite_where=text("archived_at IS NULL"),
+    ),
+)
+
+# The archiver's high-water marks, one row per exported stream. `mark` moves only after every
+# object of a window is written; `pending_end` pins the window being exported so a retry after
+# a crash rebuilds the same window and rewrites the same object keys.
+archive_marks = Table(
+    "archive_marks",
+    metadata,
+    Column("stream", String(40), primary_key=True),
+    Column("mark", UtcDateTime, nullable=False),
+    Column("pending_end", UtcDateTime),
+    Column("rows_archived", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", UtcDateTime, nullable=False, server_default=_now()),
+)
