@@ -112,13 +112,18 @@ def test_proxy_mirrors_alb_path_rules() -> None:
     conf = (ROOT / "deploy/nginx.conf").read_text()
     assert re.search(r"listen\s+8000;", conf)
     upstreams = dict(re.findall(r"upstream\s+(\w+)\s*\{[^}]*?server\s+([\w.-]+:\d+)", conf))
-    locations = dict(re.findall(r"location\s+([^\s{]+)\s*\{([^}]*)\}", conf))
-    assert set(locations) == {"/api/", "/ingest/", "/"}
+    locations = {
+        (exact + path): body
+        for exact, path, body in re.findall(r"location\s+(=\s*)?([^\s{]+)\s*\{([^}]*)\}", conf)
+    }
+    assert set(locations) == {"/api/", "/ingest/", "= /api", "= /ingest", "/"}
     for path, target in (("/api/", "api-service:5000"), ("/ingest/", "data-ingestion:8080")):
         m = re.search(r"proxy_pass\s+http://(\w+);", locations[path])
         assert m, f"{path}: proxy_pass must name an upstream and no URI (no rewriting)"
         assert upstreams[m.group(1)] == target
-    assert re.search(r"return\s+404;", locations["/"])  # /health and everything else
+    # /health, the bare prefixes and everything else: 404, as the ALB's default action
+    for path in ("= /api", "= /ingest", "/"):
+        assert re.search(r"return\s+404\b", locations[path]), path
 
 
 @pytest.mark.parametrize("service", sorted(DOCKERFILES))
