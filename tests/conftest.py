@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -46,11 +47,13 @@ def _pg_reachable() -> bool:
 PG_OK = _pg_reachable()
 
 
-LOG_FILE = Path(os.environ.get("MEDROBOTICS_TEST_LOG", "/tmp/medrobotics-test-log.jsonl"))
+# One file per run: concurrent runs on one machine must not share it.
+LOG_FILE = Path(tempfile.mkstemp(prefix="medrobotics-test-log-", suffix=".jsonl")[1])
 # Patient identifiers and key material used anywhere in the suite follow these shapes; none
 # may ever appear in a log line.
 FORBIDDEN_IN_LOGS = (
     re.compile(r"pat-\d+"),
+    re.compile(r"patient-\d+"),
     re.compile(r"mrk_[0-9a-f]{16}_"),
     re.compile(r"SECRET PATIENT"),
     re.compile(r"bootstrap-x{10}"),
@@ -77,6 +80,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
         print(f"\nlog check: {lines} log lines searched, no patient id or key found")
+        LOG_FILE.unlink(missing_ok=True)
 
 
 _LOG_STREAM = pytest.StashKey[Any]()

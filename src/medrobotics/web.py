@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import orjson
@@ -19,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medrobotics import __version__, logs, metrics
+from medrobotics.config import Settings
 from medrobotics.errors import DomainError, RateLimited, Unauthorized, Unavailable
 from medrobotics.storage.db import reading
 
@@ -207,3 +210,20 @@ def install_metrics(app: FastAPI, *, service: str, engine: Engine) -> None:
     """Serve /metrics (not routed by the load balancer) and watch the connection pool."""
     metrics.watch_pool(service, engine)
     app.add_route("/metrics", metrics.scrape, include_in_schema=False)
+
+
+@asynccontextmanager
+async def emf_lines(settings: Settings, service: str) -> AsyncIterator[None]:
+    """Print CloudWatch EMF lines while the app runs, when MEDROBOTICS_METRICS=emf."""
+    if settings.metrics != "emf":
+        yield
+        return
+    task = asyncio.create_task(
+        metrics.emit_emf(service, settings.environment, interval=settings.emf_interval_s)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -68,10 +68,15 @@ def _samples(
     ]
 
 
+def _rows(items: list[TelemetryIn]) -> list[tuple[object, ...]]:
+    # Telemetry travels through the flows as row tuples.
+    return [s.row() for s in items]
+
+
 def _ingest(engine: Engine, items: list[TelemetryIn]) -> None:
     # Several transactions, so windows fall between distinct received_at values.
     for i in range(0, len(items), 5):
-        flows.write(engine, "telemetry", items[i : i + 5])
+        flows.write(engine, "telemetry", _rows(items[i : i + 5]))
 
 
 def _db_keys(engine: Engine) -> set[tuple[str, str, datetime]]:
@@ -154,7 +159,7 @@ def test_every_sample_exactly_once_in_windows(engine: Engine, lake: Lake, tmp_pa
 
 def test_equal_received_at_is_never_split(engine: Engine, lake: Lake, tmp_path: Path) -> None:
     settings = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=3)
-    flows.write(engine, "telemetry", _samples(10))  # one transaction, one received_at
+    flows.write(engine, "telemetry", _rows(_samples(10)))  # one transaction, one received_at
     report = archive.run_once(engine, lake, settings)
     assert report.telemetry_rows == 10 and report.windows == 1
     _assert_exactly_once(engine, lake)
@@ -166,8 +171,8 @@ def test_batch_payloads_reach_the_lake(engine: Engine, lake: Lake, tmp_path: Pat
         {"type": "telemetry", "records": [s.model_dump(mode="json") for s in _samples(3)]}
     )
     items = _samples(3)
-    flows.write(engine, "telemetry", items, raw=body)
-    flows.write(engine, "telemetry", items, raw=body)  # identical re-send: same batch
+    flows.write(engine, "telemetry", _rows(items), raw=body)
+    flows.write(engine, "telemetry", _rows(items), raw=body)  # identical re-send: same batch
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(batches)).scalar_one() == 1
     assert _lag(engine)["pending_batches"] == 1
@@ -302,7 +307,7 @@ def test_retention_removes_only_archived_rows(engine: Engine, tmp_path: Path) ->
 
     # A late old sample, not yet archived, survives retention until it is in the lake.
     late = _samples(1, seed=2, start=datetime(2020, 2, 3, tzinfo=UTC))
-    flows.write(engine, "telemetry", late)
+    flows.write(engine, "telemetry", _rows(late))
     archive.apply_retention(engine, settings, archive.Report())
     assert len(_db_keys(engine)) == 5
     archive.run_once(engine, lake, settings)

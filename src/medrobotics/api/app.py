@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from medrobotics import __version__
 from medrobotics.api import analytics, outcomes, procedures, robots
+from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import make_engine
 from medrobotics.web import (
     Health,
     ORJSONResponse,
     RequestContext,
+    emf_lines,
     install_errors,
+    install_metrics,
     readiness,
 )
 
@@ -24,6 +30,12 @@ SERVICE = "api-service"
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the query API service for `settings`."""
     engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with emf_lines(settings, SERVICE):
+            yield
+
     app = FastAPI(
         title="medrobotics query API",
         version=__version__,
@@ -34,13 +46,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
         default_response_class=ORJSONResponse,
+        lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.guard = Guard(engine, settings)
     install_errors(app)
+    install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)
     for module in (robots, procedures, outcomes, analytics):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(require("api:read"))])
 
     @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
     def health() -> Health:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
 
+from medrobotics.auth import OPEN, Principal, audit_phi
 from medrobotics.config import Settings
 from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
@@ -38,29 +39,43 @@ class Caller:
 
     name: str
     phi: bool
-
-
-ANONYMOUS = Caller(name="anonymous", phi=True)
+    principal: Principal | None = None
+    request: Request | None = field(default=None, compare=False)
 
 
 def get_caller(request: Request) -> Caller:
-    """Identify the caller."""
-    # Authentication is off: Settings configures no API keys, and the service is reachable only
-    # through the private load balancer, so every caller is the programme's own staff. API keys
-    # with scopes replace this body; handlers already pass every answer through `visible`.
-    del request
-    return ANONYMOUS
+    """Identify the caller (the router's `api:read` check has verified the key)."""
+    who: Principal = request.scope.get("principal") or OPEN
+    return Caller(name=who.name, phi=who.phi, principal=who, request=request)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
-    """Drop patient data (at any depth) unless the caller holds the `phi:read` scope."""
+    """Drop patient data (at any depth) unless the caller holds `phi:read`; audit when shown."""
     if caller.phi:
+        ids = sorted(_phi_records(data))
+        if ids and caller.request is not None and caller.principal is not None:
+            audit_phi(caller.request.app.state.engine, caller.request, caller.principal, ids)
         return data
     stripped: dict[str, Any] = _strip(data)
     return stripped
+
+
+def _phi_records(value: Any) -> set[str]:
+    # The ids of the records whose patient fields are being returned (never the values).
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if any(value.get(k) is not None for k in PHI_FIELDS):
+            found.add(str(value.get("procedure_id", "?")))
+        for v in value.values():
+            if isinstance(v, (dict, list)):
+                found |= _phi_records(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _phi_records(v)
+    return found
 
 
 def _strip(value: Any) -> Any:

@@ -38,6 +38,7 @@ from medrobotics.web import (
     Health,
     ORJSONResponse,
     RequestContext,
+    emf_lines,
     install_errors,
     install_metrics,
     readiness,
@@ -112,13 +113,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 archive.run_forever(engine, open_lake(settings), settings, stop),
                 name="lake-archiver",
             )
-        emf = None
-        if settings.metrics == "emf":
-            emf = asyncio.create_task(
-                metrics.emit_emf(SERVICE, settings.environment, interval=settings.emf_interval_s)
-            )
         try:
-            yield
+            async with emf_lines(settings, SERVICE):
+                yield
         finally:
             # In-flight requests have finished by now; flush whatever they queued.
             await writer.close()
@@ -126,10 +123,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             if archiver is not None:
                 # Lets a window in progress finish (bounded by the lake client's timeouts).
                 await archiver
-            if emf is not None:
-                emf.cancel()
-                with suppress(asyncio.CancelledError):
-                    await emf
 
     app = FastAPI(
         title="medrobotics data ingestion",
