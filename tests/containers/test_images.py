@@ -489,6 +489,8 @@ def test_ingest_then_read_back_through_the_api(stack: Stack) -> None:
     status, body = http("POST", f"{stack.ingestion_url}/ingest/telemetry", TELEMETRY, key=stack.key)
     assert status == 201, body
     assert telemetry_samples(stack) == 1
+    status, body = http("GET", f"{stack.api_url}/api/procedures/test-123")
+    assert status == 401, body
 
 
 def telemetry_samples(stack: Stack, *, expect: int | None = None, timeout: float = 15) -> int:
