@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from medrobotics.config import Settings
@@ -179,10 +180,19 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key.")
+
+
 def require(*scopes: str) -> Callable[[Request], Principal]:
     """Return a dependency admitting callers that hold any of `scopes`."""
 
-    def check(request: Request) -> Principal:
+    def check(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+        _header: Annotated[str | None, Security(_API_KEY)] = None,
+    ) -> Principal:
+        # The two Security parameters document the schemes in OpenAPI; the key is read below.
         guard: Guard = request.app.state.guard
         who = guard.principal(presented_key(request))
         if not any(who.allows(s) for s in scopes):
