@@ -81,7 +81,11 @@ def error_response(
     body = {
         "error": {"code": code, "message": message, "details": details or [], "request_id": rid}
     }
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    response = ORJSONResponse(body, status_code=status, headers=headers)
+    if rid is not None:
+        # 500s are answered outside the request middleware: set the header here too.
+        response.headers["x-request-id"] = rid
+    return response
 
 
 def field_errors(
@@ -127,7 +131,14 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
-        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+        # Runs outside RequestContext (Starlette's outermost layer): name the request here.
+        log.error(
+            "unhandled_error",
+            error_type=type(exc).__name__,
+            request_id=request.scope.get("request_id"),
+            route=getattr(request.scope.get("route"), "path", None),
+            exc_info=exc,
+        )
         return error_response(
             request, 500, "internal", "internal error; quote the request id to find the log line"
         )
@@ -156,8 +167,10 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
             await send(message)
 
         # Restores what was bound before (the local platform runs both services in one process).

@@ -405,3 +405,33 @@ def test_docs_are_served_under_ingest(client: TestClient) -> None:
 def test_unknown_path_is_a_json_404(client: TestClient) -> None:
     r = client.get("/ingest/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_a_crash_answers_500_with_a_request_id_and_no_details(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medrobotics.ingestion import flows
+
+    def boom(*_a: Any, **_k: Any) -> int:
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    monkeypatch.setattr(flows, "write", boom)
+    r = client.post("/ingest/procedure", json=f.procedure(1), headers={"X-Request-ID": "crash-1"})
+    assert r.status_code == 500
+    assert r.json()["error"] == {
+        "code": "internal",
+        "message": "internal error; quote the request id to find the log line",
+        "details": [],
+        "request_id": "crash-1",
+    }
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    import logging
+
+    from tests.conftest import LOG_FILE
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    lines = [json.loads(x) for x in LOG_FILE.read_text().splitlines() if '"crash-1"' in x]
+    errors = [x for x in lines if x["level"] == "error"]
+    assert errors and errors[0]["error_type"] == "RuntimeError"
+    assert any(x["event"] == "request" and x["status"] == 500 for x in lines)
