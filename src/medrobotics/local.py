@@ -65,6 +65,13 @@ def up(
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     front = f"http://{shown}:{port}"
 
+    access = (
+        "authentication: required (send Authorization: Bearer <key>)"
+        if settings.auth_required
+        else "[yellow]authentication: OFF[/yellow] (open to this machine only; "
+        "MEDROBOTICS_AUTH=required to turn it on)"
+    )
+
     def ready() -> None:
         console.print(
             f"\n[bold green]medrobotics is up[/bold green] "
@@ -75,6 +82,7 @@ def up(
             f"   docs {front}/ingest/docs\n"
             f"  API service:                  http://{shown}:{api_port}"
             f"   docs {front}/api/docs\n"
+            f"  {access}\n"
             "  Ctrl-C stops it (in-flight requests finish first).\n",
             soft_wrap=True,
         )
