@@ -242,3 +242,22 @@ async def emf_lines(settings: Settings, service: str) -> AsyncIterator[None]:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+
+
+def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: str) -> None:
+    """Serve `/health` (liveness) and `ready_path` (readiness: does the database answer)."""
+
+    @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
+    def health() -> Health:
+        """Answer while the process serves; never touches the database."""
+        return Health(status="ok", service=service, version=__version__)
+
+    @app.get(
+        ready_path,
+        response_model=Health,
+        summary="Readiness: is the database answering",
+        responses={503: {"model": Health}},
+    )
+    def ready() -> Response:
+        """Report whether the database answers (503 when it does not)."""
+        return readiness(engine, service)

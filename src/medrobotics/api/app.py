@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from medrobotics import __version__
@@ -15,13 +14,12 @@ from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import make_engine
 from medrobotics.web import (
-    Health,
     ORJSONResponse,
     RequestContext,
     emf_lines,
     install_errors,
+    install_health,
     install_metrics,
-    readiness,
 )
 
 SERVICE = "api-service"
@@ -57,19 +55,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     for module in (robots, procedures, outcomes, analytics):
         app.include_router(module.router, dependencies=[Depends(require("api:read"))])
 
-    @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
-    def health() -> Health:
-        """Answer while the process serves; never touches the database."""
-        return Health(status="ok", service=SERVICE, version=__version__)
-
-    @app.get(
-        "/api/health",
-        response_model=Health,
-        summary="Readiness: is the database answering",
-        responses={503: {"model": Health}},
-    )
-    def ready() -> Response:
-        """Report whether the database answers (503 when it does not)."""
-        return readiness(engine, SERVICE)
+    install_health(app, service=SERVICE, engine=engine, ready_path="/api/health")
 
     return app

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Union
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
 
@@ -35,13 +34,12 @@ from medrobotics.storage.db import make_engine, reading, transaction
 from medrobotics.storage.lake import open_lake
 from medrobotics.web import (
     ERROR_RESPONSES,
-    Health,
     ORJSONResponse,
     RequestContext,
     emf_lines,
     install_errors,
+    install_health,
     install_metrics,
-    readiness,
 )
 
 SERVICE = "data-ingestion"
@@ -315,20 +313,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             generated_at=datetime.now().astimezone(),
         )
 
-    @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
-    def health() -> Health:
-        """Answer while the process serves; never touches the database."""
-        return Health(status="ok", service=SERVICE, version=__version__)
-
-    @app.get(
-        "/ingest/health",
-        response_model=Health,
-        summary="Readiness: is the database answering",
-        responses={503: {"model": Health}},
-    )
-    def ready() -> Response:
-        """Report whether the database answers (503 when it does not)."""
-        return readiness(engine, SERVICE)
+    install_health(app, service=SERVICE, engine=engine, ready_path="/ingest/health")
 
     return app
 

@@ -80,13 +80,10 @@ def is_postgres(conn: Connection | Engine) -> bool:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
-    """Open a transaction; database outages surface as Unavailable."""
+def _outages() -> Iterator[None]:
+    # A database that does not answer is the client's "retry later", not a crash.
     try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            with conn.begin():
-                yield conn
+        yield
     except OperationalError as exc:
         raise Unavailable("database unavailable") from exc
     except DBAPIError as exc:
@@ -96,14 +93,16 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """Open a transaction; database outages surface as Unavailable."""
+    with _outages(), engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """Open a read-only unit of work; database outages surface as Unavailable."""
-    try:
-        with engine.connect() as conn:
-            yield conn
-    except OperationalError as exc:
-        raise Unavailable("database unavailable") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise Unavailable("database unavailable") from exc
-        raise
+    with _outages(), engine.connect() as conn:
+        yield conn
