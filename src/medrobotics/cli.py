@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,11 +30,11 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None = None, **extra: object) -> config.Settings:
+    overrides = {k: v for k, v in extra.items() if v is not None}
     if data_dir is not None:
-        os.environ["MEDROBOTICS_DATA_DIR"] = str(data_dir)
-    config.get_settings.cache_clear()
+        overrides["MEDROBOTICS_DATA_DIR"] = str(data_dir)
     try:
-        settings = config.load(**{k: v for k, v in extra.items() if v is not None})
+        settings = config.load(**overrides)
     except config.ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

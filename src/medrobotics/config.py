@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -181,19 +179,3 @@ def _env_name(field: str) -> str:
     if info is not None and info.alias:
         return info.alias
     return field.upper()
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Return the process-wide settings (tests and the CLI clear this cache to override)."""
-    return load()
-
-
-def override_env(**values: str | None) -> None:
-    """Set or unset environment variables and drop the cached settings."""
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
