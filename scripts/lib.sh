@@ -99,14 +99,25 @@ stack_output() {
 }
 
 # Print the value of a CloudFormation export, or nothing when it is absent.
+# All exports are read in one call and kept until a stack changes.
+EXPORTS_CACHE="${WORK_TMP}/exports.tsv"
 export_value() {
-  local value
-  value="$(awsr cloudformation list-exports \
-    --query "Exports[?Name=='$1'].Value" --output text)"
-  if [[ "${value}" == "None" ]]; then
-    value=""
+  if [[ ! -f "${EXPORTS_CACHE}" ]]; then
+    awsr cloudformation list-exports --query 'Exports[].[Name,Value]' --output text \
+      >"${EXPORTS_CACHE}.new"
+    mv "${EXPORTS_CACHE}.new" "${EXPORTS_CACHE}"
   fi
-  printf '%s\n' "${value}"
+  local name value
+  while IFS=$'\t' read -r name value; do
+    if [[ "${name}" == "$1" ]]; then
+      if [[ "${value}" == None ]]; then
+        value=""
+      fi
+      printf '%s\n' "${value}"
+      return 0
+    fi
+  done <"${EXPORTS_CACHE}"
+  printf '\n'
 }
 
 print_stack_events() {
@@ -200,6 +211,7 @@ deploy_stack() {
       ;;
   esac
 
+  rm -f "${EXPORTS_CACHE}"
   params="${WORK_TMP}/${name}.parameters.json"
   write_parameters "${params}" "$@"
 
@@ -239,6 +251,7 @@ delete_stack() {
     log "stack ${name} does not exist"
     return 0
   fi
+  rm -f "${EXPORTS_CACHE}"
   log "deleting stack ${name} (${status})"
   awsr cloudformation delete-stack --stack-name "${name}"
   wait_stack "${name}" DOES_NOT_EXIST || die "stack ${name} could not be deleted"
