@@ -71,7 +71,9 @@ fi
 # Only the secrets deploy-ecs.sh creates; the foundation's own secret goes
 # with its stack. Recoverable for 7 days.
 for secret in "${ENV_NAME}/rds-credentials" "${ENV_NAME}/bootstrap-key"; do
-  if awsr secretsmanager describe-secret --secret-id "${secret}" >/dev/null 2>&1; then
+  # A secret already scheduled for deletion describes with a DeletedDate.
+  if deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
+      --query DeletedDate --output text 2>/dev/null)" && [[ "${deleted}" == None ]]; then
     awsr secretsmanager delete-secret --secret-id "${secret}" --recovery-window-in-days 7 >/dev/null
     log "scheduled secret ${secret} for deletion in 7 days"
   fi

@@ -57,9 +57,16 @@ fi
 # Create or update a secret from a file (the value never appears on a command
 # line or in a stack parameter); print its ARN.
 upsert_secret() {
-  local name="$1" description="$2" payload="$3" arn
+  local name="$1" description="$2" payload="$3" arn deleted
   if arn="$(awsr secretsmanager describe-secret --secret-id "${name}" \
       --query ARN --output text 2>/dev/null)"; then
+    # A secret scheduled for deletion by cleanup.sh comes back before it is written.
+    deleted="$(awsr secretsmanager describe-secret --secret-id "${arn}" \
+      --query DeletedDate --output text)"
+    if [[ "${deleted}" != None ]]; then
+      awsr secretsmanager restore-secret --secret-id "${arn}" >/dev/null
+      log "restored secret ${name}, which was scheduled for deletion"
+    fi
     awsr secretsmanager put-secret-value --secret-id "${arn}" \
       --secret-string "file://${payload}" >/dev/null
     log "updated secret ${name}"
