@@ -115,8 +115,9 @@ def test_the_stacks_were_deployed_in_order(deployment):
         for line in deployment.deploy_log.splitlines()
         if "creating stack " in line
     ]
-    assert order == [f"{ENV}-{s}" for s in
-                     ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services")]
+    assert order == [
+        f"{ENV}-{s}" for s in ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services")
+    ]
     log = deployment.deploy_log
     assert log.index("migration complete") < log.index(f"creating stack {ENV}-ecs-services")
     assert "PLAIN HTTP" in log
@@ -125,9 +126,15 @@ def test_the_stacks_were_deployed_in_order(deployment):
 def test_guide_verify_command_returns_the_url(deployment):
     # Verbatim from the guide, with the environment name substituted.
     result = deployment.run(
-        "aws", "cloudformation", "describe-stacks", "--stack-name", f"{ENV}-alb",
-        "--query", "Stacks[0].Outputs[?OutputKey==`LoadBalancerURL`].OutputValue",
-        "--output", "text",
+        "aws",
+        "cloudformation",
+        "describe-stacks",
+        "--stack-name",
+        f"{ENV}-alb",
+        "--query",
+        "Stacks[0].Outputs[?OutputKey==`LoadBalancerURL`].OutputValue",
+        "--output",
+        "text",
     )
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
@@ -136,9 +143,9 @@ def test_guide_verify_command_returns_the_url(deployment):
     assert url == f"http://{lb['DNSName']}"
     assert lb["Scheme"] == "internet-facing"
     outputs = deployment.aws("cloudformation", "describe-stacks", "--stack-name", f"{ENV}-alb")
-    transport = {
-        o["OutputKey"]: o["OutputValue"] for o in outputs["Stacks"][0]["Outputs"]
-    }["TransportSecurity"]
+    transport = {o["OutputKey"]: o["OutputValue"] for o in outputs["Stacks"][0]["Outputs"]}[
+        "TransportSecurity"
+    ]
     assert transport.startswith("WARNING")
 
 
@@ -178,15 +185,24 @@ def test_listener_rules_and_target_groups(deployment):
 def test_guide_ecs_commands_find_the_services(deployment):
     for service in ("api-service", "data-ingestion"):
         described = deployment.aws(
-            "ecs", "describe-services", "--cluster", f"{ENV}-cluster",
-            "--services", f"{ENV}-{service}",
+            "ecs",
+            "describe-services",
+            "--cluster",
+            f"{ENV}-cluster",
+            "--services",
+            f"{ENV}-{service}",
         )
         (svc,) = described["services"]
         assert svc["status"] == "ACTIVE"
         assert svc["taskDefinition"].split("/")[-1].startswith(f"{ENV}-{service}:")
     listed = deployment.run(
-        "aws", "ecs", "list-tasks", "--cluster", f"{ENV}-cluster",
-        "--service-name", f"{ENV}-api-service",
+        "aws",
+        "ecs",
+        "list-tasks",
+        "--cluster",
+        f"{ENV}-cluster",
+        "--service-name",
+        f"{ENV}-api-service",
     )
     assert listed.returncode == 0, listed.stderr
     # The guide's troubleshooting command answers.
