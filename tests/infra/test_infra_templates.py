@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 import pytest
-from infra_support import SCRIPTS_DIR, TEMPLATES
+import yaml
+from infra_support import REPO_ROOT, SCRIPTS_DIR, TEMPLATES
 
 ORDER = list(TEMPLATES)
 HEALTHCHECK_COMMAND = [
@@ -545,3 +546,19 @@ def test_foundation_keeps_data_private(templates):
         for k, v in resources(templates["foundation"], "AWS::EC2::Subnet").items()
     }
     assert all(s["MapPublicIpOnLaunch"] is False for s in subnets.values())
+
+
+def test_every_checkov_skip_is_listed_with_a_reason(templates):
+    listed = yaml.safe_load((REPO_ROOT / "checkov-skips.yaml").read_text())
+    assert all(entry["reason"].strip() for entry in listed)
+    documented = {(e["template"], e["resource"], e["check"]) for e in listed}
+    in_templates = set()
+    for name, template in templates.items():
+        for logical, resource in template["Resources"].items():
+            for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                assert skip.get("comment"), (name, logical, skip["id"])
+                in_templates.add((TEMPLATES[name], logical, skip["id"]))
+    assert in_templates == documented
+    config = yaml.safe_load((REPO_ROOT / ".checkov.yaml").read_text())
+    assert "skip-check" not in config, "skips belong on their resources, listed in the file"
+    assert config["skip-download"] is True
