@@ -89,8 +89,11 @@ def fake(tmp_path):
 
 
 def deploy_stack(fake: FakeAws, scenario: dict, **env: str):
-    driver = f'source "{SCRIPTS_DIR}/lib.sh"; deploy_stack {ENV}-ecs-cluster "{TEMPLATE}" EnvironmentName={ENV}'
-    return fake.run(scenario, ["bash", "-c", f"set -euo pipefail; {driver}"], SCRIPTS_DIR, **env)
+    driver = (
+        f'set -euo pipefail; source "{SCRIPTS_DIR}/lib.sh"; '
+        f'deploy_stack {ENV}-ecs-cluster "{TEMPLATE}" EnvironmentName={ENV}'
+    )
+    return fake.run(scenario, ["bash", "-c", driver], SCRIPTS_DIR, **env)
 
 
 # ---------------------------------------------------------------- deploy_stack

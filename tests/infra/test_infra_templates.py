@@ -15,7 +15,8 @@ HEALTHCHECK_COMMAND = [
     "CMD",
     "python",
     "-c",
-    "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:'+os.environ.get('PORT','8080')+'/health', timeout=2)",
+    "import urllib.request,os; urllib.request.urlopen("
+    "'http://127.0.0.1:'+os.environ.get('PORT','8080')+'/health', timeout=2)",
 ]
 
 
@@ -289,12 +290,9 @@ def test_container_hardening_and_contract(templates, logical):
 def test_no_secret_in_any_environment(templates):
     for name in ORDER:
         for node in walk(templates[name]):
-            if (
-                isinstance(node, dict)
-                and "Environment" in node
-                and isinstance(node["Environment"], list)
-            ):
-                for entry in strip_novalue(node["Environment"]):
+            env = node.get("Environment") if isinstance(node, dict) else None
+            if isinstance(env, list):
+                for entry in strip_novalue(env):
                     assert not re.search(r"PASSWORD|SECRET|BOOTSTRAP_KEY", entry["Name"]), entry
 
 
@@ -307,6 +305,11 @@ def test_migration_task_runs_the_upgrade(templates):
     assert props["TaskRoleArn"] == {"Fn::GetAtt": ["MigrationTaskRole", "Arn"]}
 
 
+def _actions(statement: dict) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
 def _statements(role: dict) -> list[dict]:
     out = []
     for policy in strip_novalue(role["Properties"]["Policies"]):
@@ -316,22 +319,11 @@ def _statements(role: dict) -> list[dict]:
 
 def test_task_roles_least_privilege(templates):
     res = templates["ecs-tasks"]["Resources"]
-    api_actions = {
-        a
-        for s in _statements(res["ApiServiceTaskRole"])
-        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-    }
+    api_actions = {a for s in _statements(res["ApiServiceTaskRole"]) for a in _actions(s)}
     assert not any(a.startswith("s3:") for a in api_actions), "the API service needs no S3"
 
     ingestion = _statements(res["DataIngestionTaskRole"])
-    s3 = [
-        s
-        for s in ingestion
-        if any(
-            a.startswith("s3:")
-            for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-        )
-    ]
+    s3 = [s for s in ingestion if any(a.startswith("s3:") for a in _actions(s))]
     objects = next(s for s in s3 if "s3:PutObject" in s["Action"])
     prefixes = [r["Fn::Sub"][0] for r in objects["Resource"]]
     assert prefixes and all("/${LakePrefix}" in p for p in prefixes)

@@ -58,9 +58,12 @@ def main():
         # Prove that the value arrived as a file, never on the command line.
         value = option(args, "--secret-string")
         if value.startswith("file://"):
-            with open(os.environ["FAKE_AWS_LOG"] + ".secrets", "a", encoding="utf-8") as out:
-                with open(value[len("file://") :], encoding="utf-8") as payload:
-                    out.write(payload.read() + "\n")
+            secrets_log = os.environ["FAKE_AWS_LOG"] + ".secrets"
+            with (
+                open(secrets_log, "a", encoding="utf-8") as out,
+                open(value[len("file://") :], encoding="utf-8") as payload,
+            ):
+                out.write(payload.read() + "\n")
     positional = []
     skip = False
     for arg in args:
