@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Remove a deployment in reverse order: services, task definitions, load
+# balancer, cluster, (foundation with --foundation), then the ECR
+# repositories, the secrets deploy-ecs.sh created and the retained log groups.
+#
+#   ENVIRONMENT_NAME=medrobotics AWS_REGION=us-east-1 ./cleanup.sh --yes [--foundation] [--keep-logs] [--keep-images]
+#
+# Kept on purpose: the load balancer access-log bucket and, with the
+# foundation, the raw-data bucket and a final database snapshot.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+confirmed=false
+with_foundation=false
+keep_logs=false
+keep_images=false
+for arg in "$@"; do
+  case "${arg}" in
+    --yes) confirmed=true ;;
+    --foundation) with_foundation=true ;;
+    --keep-logs) keep_logs=true ;;
+    --keep-images) keep_images=true ;;
+    *) die "unknown argument ${arg} (expected --yes, --foundation, --keep-logs, --keep-images)" ;;
+  esac
+done
+
+require_env ENVIRONMENT_NAME AWS_REGION
+check_environment_name
+require_tool aws
+ENV_NAME="${ENVIRONMENT_NAME}"
+
+if [[ "${confirmed}" != true ]]; then
+  log "this deletes the ${ENV_NAME} ECS deployment in ${AWS_REGION}; run again with --yes"
+  exit 1
+fi
+
+# ---------------------------------------------------------------- stacks
+delete_stack "${ENV_NAME}-ecs-services"
+delete_stack "${ENV_NAME}-ecs-tasks"
+
+# Deletion protection is lifted only here, right before the stack goes.
+if [[ "$(stack_status "${ENV_NAME}-alb")" != DOES_NOT_EXIST ]]; then
+  lb_arn="$(awsr cloudformation describe-stacks --stack-name "${ENV_NAME}-alb" \
+    --query "Stacks[0].Outputs[?OutputKey=='LoadBalancerArn'].OutputValue" --output text)"
+  if [[ -n "${lb_arn}" && "${lb_arn}" != None ]]; then
+    awsr elbv2 modify-load-balancer-attributes --load-balancer-arn "${lb_arn}" \
+      --attributes Key=deletion_protection.enabled,Value=false >/dev/null
+  fi
+fi
+delete_stack "${ENV_NAME}-alb"
+delete_stack "${ENV_NAME}-ecs-cluster"
+
+if [[ "${with_foundation}" == true ]]; then
+  log "the database keeps a final snapshot; deletion fails while DatabaseDeletionProtection is true"
+  delete_stack "${ENV_NAME}-foundation"
+fi
+
+# ---------------------------------------------------------------- images
+if [[ "${keep_images}" != true ]]; then
+  for service in "${SERVICES[@]}"; do
+    if awsr ecr describe-repositories --repository-names "${ENV_NAME}-${service}" >/dev/null 2>&1; then
+      awsr ecr delete-repository --repository-name "${ENV_NAME}-${service}" --force >/dev/null
+      log "deleted repository ${ENV_NAME}-${service}"
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------- secrets
+# Only the secrets deploy-ecs.sh creates; the foundation's own secret goes
+# with its stack. Recoverable for 7 days.
+for secret in "${ENV_NAME}/rds-credentials" "${ENV_NAME}/bootstrap-key"; do
+  # A secret already scheduled for deletion describes with a DeletedDate.
+  if deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
+      --query DeletedDate --output text 2>/dev/null)" && [[ "${deleted}" == None ]]; then
+    awsr secretsmanager delete-secret --secret-id "${secret}" --recovery-window-in-days 7 >/dev/null
+    log "scheduled secret ${secret} for deletion in 7 days"
+  fi
+done
+
+# ---------------------------------------------------------------- logs
+if [[ "${keep_logs}" == true ]]; then
+  log "keeping the log groups /aws/ecs/${ENV_NAME}/* (a new deployment needs them gone)"
+else
+  for group in "/aws/ecs/${ENV_NAME}/data-ingestion" "/aws/ecs/${ENV_NAME}/api-service" \
+      "/aws/ecs/${ENV_NAME}/migrate" "aws-waf-logs-${ENV_NAME}"; do
+    if [[ -n "$(awsr logs describe-log-groups --log-group-name-prefix "${group}" \
+        --query "logGroups[?logGroupName=='${group}'].logGroupName" --output text)" ]]; then
+      awsr logs delete-log-group --log-group-name "${group}"
+      log "deleted log group ${group}"
+    fi
+  done
+fi
+
+log "cleanup of ${ENV_NAME} complete (the access-log bucket is kept)"
