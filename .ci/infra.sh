@@ -23,7 +23,7 @@ step() {
 
 step "${VENV_BIN}/cfn-lint" cloudformation/*.yaml
 step "${VENV_BIN}/yamllint" --strict cloudformation .yamllint .checkov.yaml checkov-skips.yaml
-step "${VENV_BIN}/shellcheck" -x scripts/*.sh .ci/infra.sh tests/infra/bin/*
+step "${VENV_BIN}/shellcheck" -x scripts/*.sh .ci/*.sh .ci/run tests/infra/bin/*
 
 CHECKOV_VENV=".work/checkov-venv"
 STAMP="${CHECKOV_VENV}/.lock.sha256"
