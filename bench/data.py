@@ -149,7 +149,7 @@ INSERT INTO telemetry (procedure_id, robot_id, "timestamp", arm_position_x, arm_
                        force_feedback_y, force_feedback_z, system_temperature, power_consumption)
 SELECT p.procedure_id, p.robot_id, p.start_time + make_interval(secs => g),
        random() * 100, random() * 100, random() * 100, random() * 360,
-       (ARRAY['scalpel','grasper','needle_driver','cautery'])[1 + g % 4],
+       (ARRAY['scalpel','grasper','needle_driver','cautery'])[1 + g %% 4],
        random() * 10, random(), 1 + random() * 9, random() * 90,
        random() * 5, random() * 5, random() * 5, 30 + random() * 10, 200 + random() * 50
 FROM (SELECT procedure_id, robot_id, start_time FROM procedures
