@@ -193,7 +193,9 @@ def build_api_dataset(
                 if stmt.strip():
                     conn.execute(stmt)  # type: ignore[arg-type]
         timings["relational_s"] = time.perf_counter() - t0
-        first, last = conn.execute("SELECT min(start_time), max(start_time) FROM procedures").fetchone()
+        first, last = conn.execute(
+            "SELECT min(start_time), max(start_time) FROM procedures"
+        ).fetchone()
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         ensure_partitions(
             engine, months=months_between(first, last + timedelta(seconds=per_procedure))

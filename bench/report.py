@@ -84,7 +84,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- {m['wrk']}",
         f"- Source: commit {m['git_commit']}",
-        "- Load generator, services and PostgreSQL share the same cores.",
+        "- Load generator, services and PostgreSQL share the same cores. The machine is "
+        "shared: 1-minute load average at start "
+        f"{m['loadavg_at_start'][0]:.2f}, and while each figure was taken: "
+        + ", ".join(f"{f['loadavg']:.1f}" for f in result["figures"]),
         "",
         "## Commands",
         "",

@@ -128,6 +128,7 @@ def machine(url: str) -> dict[str, Any]:
         "packages": versions,
         "wrk": sh("wrk --version").splitlines()[0] if sh("wrk --version") else "",
         "git_commit": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+        "loadavg_at_start": os.getloadavg(),
     }
 
 
@@ -165,6 +166,7 @@ class Bench:
             "target": target,
             "errors": errors,
             "note": note,
+            "loadavg": os.getloadavg()[0],
         }
         if ceiling is not None:
             fig["ceiling"] = ceiling
