@@ -117,7 +117,7 @@ SELECT 'p-' || lpad(i::text, 8, '0'), 'r-' || lpad((i % {robots})::text, 4, '0')
             WHEN i % 100 < 92 THEN 'aborted' ELSE 'cancelled' END
 FROM generate_series(1, {procedures}) AS i,
      LATERAL (SELECT now() - random() * interval '730 days' AS start,
-                     (30 + (i * 7919) % 300)::float8 AS minutes) AS t;
+                     (30 + (i::bigint * 7919) % 300)::float8 AS minutes) AS t;
 
 INSERT INTO outcomes (procedure_id, success_status, blood_loss_ml, complications,
                       hospital_stay_days, readmission_30day, patient_satisfaction_score,

@@ -47,6 +47,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {label} | {_num(f['median'], unit)} {unit} | {_num(f['min'], unit)} | "
             f"{_num(f['max'], unit)} | {ceiling} | {ratio} | {f['target']} | {met} |"
         )
+    if result.get("failures"):
+        lines += ["", "**Phases that failed in this run:**", ""]
+        lines += [f"- {x}" for x in result["failures"]]
     notes = [f for f in result["figures"] if f.get("note")]
     if notes:
         lines += ["", "Notes per figure:", ""]
@@ -104,3 +107,17 @@ def markdown(result: dict[str, Any]) -> str:
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Rewrite the markdown from a saved results file: `python -m bench.report FILE [OUT]`."""
+    import json
+    import sys
+
+    result = json.loads(Path(sys.argv[1]).read_text())
+    out = sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks.md"
+    Path(out).write_text(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
