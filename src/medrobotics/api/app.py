@@ -43,8 +43,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.include_router(module.router)
 
     @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
-    def health() -> Health:
-        """Answer while the process serves; never touches the database."""
+    async def health() -> Health:
+        """Answer while the process serves; never touches the database (no thread hop)."""
         return Health(status="ok", service=SERVICE, version=__version__)
 
     @app.get(

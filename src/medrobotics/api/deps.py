@@ -1,4 +1,8 @@
-"""What handlers receive: the engine, the caller, and the page size."""
+"""What handlers receive: the engine, the caller, and the page size.
+
+These dependencies do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency
+in the thread pool, a round trip per dependency per request that cost more than the work.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,13 @@ from medrobotics.errors import InvalidInput
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """Return the service's engine."""
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Return the service's settings."""
     settings: Settings = request.app.state.settings
     return settings
@@ -43,7 +47,7 @@ class Caller:
 ANONYMOUS = Caller(name="anonymous", phi=True)
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """Identify the caller."""
     # Authentication is off: Settings configures no API keys, and the service is reachable only
     # through the private load balancer, so every caller is the programme's own staff. API keys
@@ -71,7 +75,7 @@ def _strip(value: Any) -> Any:
     return value
 
 
-def page_limit(
+async def page_limit(
     settings: SettingsDep,
     limit: Annotated[
         int, Query(ge=1, description="Items per page; at most the service's maximum (500).")
