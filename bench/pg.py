@@ -28,6 +28,9 @@ SETTINGS: dict[str, str] = {
     "fsync": "on",
     "synchronous_commit": "on",
     "jit": "off",
+    # Plans of slow statements go to the server log; the harness keeps them with the results.
+    "session_preload_libraries": "'auto_explain'",
+    "auto_explain.log_min_duration": "'50ms'",
 }
 
 
@@ -81,6 +84,33 @@ class Cluster:
             except psycopg.OperationalError:
                 time.sleep(0.1)
         raise RuntimeError("benchmark PostgreSQL did not start")
+
+    def slow_plans(self) -> str:
+        """Return one auto_explain entry per distinct slow statement (over 50 ms), slowest kept."""
+        try:
+            text = (self.root / "log").read_text(errors="replace")
+        except OSError:
+            return ""
+        blocks: list[list[str]] = []
+        for line in text.splitlines():
+            if "LOG:  duration:" in line and "plan:" in line:
+                blocks.append([line])
+            elif blocks and line[:1] in ("\t", " ") and blocks[-1][0]:
+                blocks[-1].append(line)
+            elif blocks and blocks[-1][0]:
+                blocks.append([""])  # end of the current entry
+        best: dict[str, tuple[float, list[str]]] = {}
+        for block in blocks:
+            if not block[0]:
+                continue
+            ms = float(block[0].split("duration:")[1].split("ms")[0])
+            body = block[1:]
+            plan_at = next((i for i, x in enumerate(body) if "  ->  " in x or "(cost=" in x), 0)
+            key = "\n".join(body[:plan_at])  # the query text
+            if key not in best or ms > best[key][0]:
+                best[key] = (ms, block)
+        ordered = sorted(best.values(), key=lambda v: -v[0])
+        return "\n\n".join("\n".join(block) for _, block in ordered)
 
     def remove(self) -> None:
         subprocess.run(

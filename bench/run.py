@@ -37,7 +37,7 @@ FULL = {
     "procedures": 1_000_000,
     "telemetry_procedures": 10_000,
     "per_procedure": 1_000,
-    "analytics_seconds": 5.0,
+    "analytics_seconds": 10.0,
     "cold_starts": 5,
 }
 QUICK = {
@@ -561,6 +561,19 @@ class Bench:
                 note=f"req/s median {spread([r['rps'] for r in runs])['median']:,.0f}",
                 runs=runs,
             )
+            runs = [
+                wrk(url, connections=1, args=[str(paths)], seconds=s["analytics_seconds"])
+                for _ in range(3)
+            ]
+            self.figure(
+                "detail p99 c1",
+                "GET /api/procedures/{id} p99, 1 connection (reference)",
+                "ms",
+                [r["p99_ms"] for r in runs],
+                errors=sum(r["errors"] for r in runs),
+                note=f"p50 median {spread([r['p50_ms'] for r in runs])['median']:.1f} ms",
+                runs=runs,
+            )
             for conns in (1, 16):
                 for name in ANALYTICS:
                     url = f"{base}/api/analytics/{name}"
@@ -647,6 +660,7 @@ def main() -> None:
                 traceback.print_exc()
                 failures.append(f"{name}: {exc!r}")
     finally:
+        plans = cluster.slow_plans()
         cluster.remove()
     result = {
         "started": started.isoformat(timespec="seconds"),
@@ -662,6 +676,7 @@ def main() -> None:
     out_json = ROOT / "bench" / "results" / f"{started:%Y%m%dT%H%M%SZ}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=2, default=str))
+    out_json.with_suffix(".plans.log").write_text(plans)
     Path(args.out).write_text(report.markdown(result))
     log(f"wrote {out_json} and {args.out} ({result['minutes']:.1f} min)")
 

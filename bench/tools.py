@@ -75,6 +75,8 @@ def wrk(
     seconds_run = raw["duration_us"] / 1e6
     errors = raw["status_errors"] + raw["connect_errors"] + raw["read_errors"]
     errors += raw["write_errors"] + raw["timeouts"]
+    if raw["requests"] == 0:
+        errors += 1  # nothing completed within the run: not a figure
     ok = raw["requests"] - raw["status_errors"]
     return {
         "requests": raw["requests"],
