@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+ROOT = Path(__file__).resolve().parent.parent
+ANALYSIS = ROOT / "bench" / "analysis.md"
 
 
 def _num(value: float, unit: str) -> str:
@@ -65,7 +66,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"API dataset, generated in SQL (`bench/data.py`): {counts}. Robots across 50 "
             "facilities; procedures spread uniformly over the last 730 days over 6 categories "
             "and 4 statuses (85% completed); outcomes for 90% of procedures; 20 maintenance "
-            "visits per robot; telemetry for the first procedures, one sample a second "
+            "visits per robot; telemetry for the first "
+            f"{result['sizes']['telemetry_procedures']:,} procedures, "
+            f"{result['sizes']['per_procedure']:,} samples each, one a second "
             f"from each one's start. Built in {t['total_s']:.0f} s "
             f"(telemetry {t['telemetry_s']:.0f} s), then `VACUUM ANALYZE`.",
             "",
@@ -101,7 +104,7 @@ def markdown(result: dict[str, Any]) -> str:
         "percentiles as JSON) prepended to the named script.",
         "",
         "```",
-        *result["commands"],
+        *(c.replace(str(ROOT) + "/", "") for c in result["commands"]),
         "```",
     ]
     if ANALYSIS.exists():
