@@ -7,11 +7,12 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
@@ -109,8 +110,12 @@ class Guard:
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def principal(self, presented: str | None) -> Principal:
-        """Return who holds `presented`, or raise Unauthorized."""
+    async def principal(self, presented: str | None) -> Principal:
+        """Return who holds `presented`, or raise Unauthorized.
+
+        Async so that the common cases (authentication off, a recently seen key) cost no
+        thread hop; only a cache miss reads the database, in a worker thread.
+        """
         if not self.settings.auth_required:
             return OPEN
         if not presented:
@@ -125,7 +130,7 @@ class Guard:
         if hit is not None and hit[0] > now:
             found = hit[1]
         else:
-            found = self._lookup(presented)
+            found = await anyio.to_thread.run_sync(self._lookup, presented)
             ttl = self.settings.auth_cache_seconds
             if ttl > 0:
                 if len(self._cache) >= CACHE_MAX:
@@ -184,17 +189,17 @@ _BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key.")
 
 
-def require(*scopes: str) -> Callable[[Request], Principal]:
+def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     """Return a dependency admitting callers that hold any of `scopes`."""
 
-    def check(
+    async def check(
         request: Request,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
         _header: Annotated[str | None, Security(_API_KEY)] = None,
     ) -> Principal:
         # The two Security parameters document the schemes in OpenAPI; the key is read below.
         guard: Guard = request.app.state.guard
-        who = guard.principal(presented_key(request))
+        who = await guard.principal(presented_key(request))
         if not any(who.allows(s) for s in scopes):
             raise Forbidden(f"this key lacks the scope {' or '.join(scopes)}")
         guard.throttle(who)

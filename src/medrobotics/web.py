@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +28,17 @@ from medrobotics.storage.db import reading
 
 log = logs.get("medrobotics.web")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+# FastAPI's built-in OpenTelemetry instrumentation, with no exporter configured, would cost
+# every request a tracer lookup for nothing: this platform's telemetry is its structured logs,
+# Prometheus metrics and CloudWatch EMF (see docs/operations.md).
+NO_OTEL: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 class ErrorDetail(BaseModel):
@@ -248,8 +260,8 @@ def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: st
     """Serve `/health` (liveness) and `ready_path` (readiness: does the database answer)."""
 
     @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
-    def health() -> Health:
-        """Answer while the process serves; never touches the database."""
+    async def health() -> Health:
+        """Answer while the process serves; never touches the database (no thread hop)."""
         return Health(status="ok", service=service, version=__version__)
 
     @app.get(

@@ -14,6 +14,7 @@ from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import make_engine
 from medrobotics.web import (
+    NO_OTEL,
     ORJSONResponse,
     RequestContext,
     emf_lines,
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
         default_response_class=ORJSONResponse,
+        telemetry=NO_OTEL,
         lifespan=lifespan,
     )
     app.state.engine = engine

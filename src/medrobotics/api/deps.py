@@ -1,4 +1,8 @@
-"""What handlers receive: the engine, the caller, and the page size."""
+"""What handlers receive: the engine, the caller, and the page size.
+
+These dependencies do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency
+in the thread pool, a round trip per dependency per request that cost more than the work.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ from medrobotics.errors import InvalidInput
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """Return the service's engine."""
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Return the service's settings."""
     settings: Settings = request.app.state.settings
     return settings
@@ -43,7 +47,7 @@ class Caller:
     request: Request | None = field(default=None, compare=False)
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """Identify the caller (the router's `api:read` check has verified the key)."""
     who: Principal = request.scope.get("principal") or OPEN
     return Caller(name=who.name, phi=who.phi, principal=who, request=request)
@@ -86,7 +90,7 @@ def _strip(value: Any) -> Any:
     return value
 
 
-def page_limit(
+async def page_limit(
     settings: SettingsDep,
     limit: Annotated[
         int, Query(ge=1, description="Items per page; at most the service's maximum (500).")

@@ -34,6 +34,7 @@ from medrobotics.storage.db import make_engine, reading, transaction
 from medrobotics.storage.lake import open_lake
 from medrobotics.web import (
     ERROR_RESPONSES,
+    NO_OTEL,
     ORJSONResponse,
     RequestContext,
     emf_lines,
@@ -130,6 +131,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/ingest/openapi.json",
         default_response_class=ORJSONResponse,
+        telemetry=NO_OTEL,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
