@@ -17,6 +17,7 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
 from medrobotics.errors import InvalidInput
+from medrobotics.web import ORJSONResponse
 
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
 
@@ -65,6 +66,16 @@ def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
         return data
     stripped: dict[str, Any] = _strip(data)
     return stripped
+
+
+def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
+    """Answer with `data` as the caller may see it, serialized directly.
+
+    The route's response_model still declares (and documents) the shape; a test holds every
+    answer to it. Skipping FastAPI's re-validation of the returned dict halves the cost of a
+    100-row page.
+    """
+    return ORJSONResponse(visible(caller, data))
 
 
 def _phi_records(value: Any) -> set[str]:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, visible
+from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, respond
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -69,4 +69,4 @@ def list_outcomes(
         "next_cursor": token,
         "next": next_link(request, cursor=token) if token else None,
     }
-    return visible(caller, page)
+    return respond(caller, page)

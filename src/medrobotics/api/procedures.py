@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, invalid, visible
+from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, invalid, respond
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -82,7 +82,7 @@ def list_procedures(
         "next_cursor": token,
         "next": next_link(request, cursor=token) if token else None,
     }
-    return visible(caller, page)
+    return respond(caller, page)
 
 
 @router.get(
@@ -97,7 +97,7 @@ def get_procedure(procedure_id: PathId, engine: EngineDep, caller: CallerDep) ->
         item = procedures.detail(conn, procedure_id=procedure_id)
     if item is None:
         raise NotFound(f"no procedure {procedure_id!r}")
-    return visible(caller, item)
+    return respond(caller, item)
 
 
 @router.get("/{procedure_id}/telemetry", response_model=TelemetrySeries, responses=ERROR_RESPONSES)

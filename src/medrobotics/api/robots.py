@@ -12,7 +12,7 @@ from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
 from medrobotics.storage import robots
 from medrobotics.storage.db import reading
-from medrobotics.web import ERROR_RESPONSES
+from medrobotics.web import ERROR_RESPONSES, ORJSONResponse
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
 
@@ -33,13 +33,14 @@ def list_robots(
             conn, facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
         )
     more = offset + len(items) < total
-    return {
+    page = {
         "items": items,
         "total": total,
         "limit": limit,
         "offset": offset,
         "next": next_link(request, offset=offset + limit) if more else None,
     }
+    return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 
 
 @router.get("/{robot_id}", response_model=RobotDetail, responses=ERROR_RESPONSES)
