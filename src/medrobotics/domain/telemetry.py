@@ -157,7 +157,8 @@ class ChannelStats(BaseModel):
 
 
 class TelemetrySummary(BaseModel):
-    """What a procedure's telemetry holds."""
+    """What a procedure's telemetry holds: samples from a day before its start to a day after
+    its end (or now, while it is in progress)."""
 
     sample_count: int
     first_timestamp: UtcDateTime | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -37,6 +37,9 @@ def get(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+SUMMARY_SLACK = timedelta(days=1)
+
+
 def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     """Return a procedure with its robot, its outcome and its telemetry summary, or None."""
     item = get(conn, procedure_id=procedure_id)
@@ -44,7 +47,15 @@ def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
         return None
     item["robot"] = robots.get(conn, robot_id=item["robot_id"])
     item["outcome"] = outcomes.get(conn, procedure_id=procedure_id)
-    item["telemetry"] = telemetry_q.summary(conn, procedure_id=procedure_id)
+    # Samples a day either side of the procedure's recorded times (clocks drift, in-progress
+    # procedures have no end yet): bounds the read to one or two monthly partitions.
+    end = item["end_time"] or max(item["start_time"], datetime.now(UTC))
+    item["telemetry"] = telemetry_q.summary(
+        conn,
+        procedure_id=procedure_id,
+        since=item["start_time"] - SUMMARY_SLACK,
+        until=end + SUMMARY_SLACK,
+    )
     return item
 
 

@@ -128,15 +128,30 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def summary(conn: Connection, *, procedure_id: str) -> dict[str, Any]:
-    """Return a procedure's sample count, first and last time, and per-channel statistics."""
+def summary(
+    conn: Connection,
+    *,
+    procedure_id: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Return a procedure's sample count, first and last time, and per-channel statistics.
+
+    `since` and `until` bound the samples' time: with them PostgreSQL reads only the monthly
+    partitions of that span instead of probing every partition's index.
+    """
     t = telemetry.c
     cols: list[Any] = [func.count(), func.min(t.timestamp), func.max(t.timestamp)]
     for name in READINGS:
         c = t[name]
         cols += [func.count(c), func.min(c), func.avg(c), func.max(c)]
+    conds = [t.procedure_id == procedure_id]
+    if since is not None:
+        conds.append(t.timestamp >= since)
+    if until is not None:
+        conds.append(t.timestamp < until)
     # One pass over the procedure's primary-key range, whatever the number of channels.
-    row = conn.execute(select(*cols).where(t.procedure_id == procedure_id)).one()
+    row = conn.execute(select(*cols).where(*conds)).one()
     channels = {}
     for i, name in enumerate(READINGS):
         count, low, mean, high = row[3 + 4 * i : 7 + 4 * i]
