@@ -139,6 +139,14 @@ def fast_batch_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
         return None
 
 
+def fast_lines(raw: bytes) -> list[tuple[Any, ...]] | None:
+    """Decode NDJSON lines (one sample each) into rows, or None if any line is not valid."""
+    try:
+        return _rows(_ONE.decode_lines(raw))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def fast_row(raw: bytes) -> tuple[Any, ...] | None:
     """Decode one NDJSON line into a row, or None."""
     try:

@@ -21,7 +21,13 @@ from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
-from medrobotics.domain.telemetry import TelemetryIn, fast_batch_rows, fast_row, fast_rows
+from medrobotics.domain.telemetry import (
+    TelemetryIn,
+    fast_batch_rows,
+    fast_lines,
+    fast_row,
+    fast_rows,
+)
 from medrobotics.domain.types import UtcDateTime
 from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
@@ -257,26 +263,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         kept: list[bytes] | None = []
         kept_bytes = 0
         try:
-            async for index, line in body.lines(request, limit=settings.max_stream_bytes):
-                received += 1
-                digest.update(line + b"\n")
+            async for first, lines in body.line_batches(request, limit=settings.max_stream_bytes):
+                blob = b"\n".join(lines) + b"\n"
+                digest.update(blob)
                 if kept is not None:
-                    kept_bytes += len(line) + 1
+                    kept_bytes += len(blob)
                     kept = kept if kept_bytes <= limit else None
                     if kept is not None:
-                        kept.append(line)
-                record: Any = fast(line) if fast is not None else None
-                if record is None:
-                    try:
-                        item = adapter.validate_json(line)
-                    except ValidationError as exc:
-                        if _malformed(exc):
-                            raise BadRequest(f"record {index} is not valid JSON") from None
-                        details.extend(flows.invalid(exc, index=index).details)
-                        del details[flows.MAX_DETAILS :]
-                        continue
-                    record = item.row() if fast is not None else item
-                chunk.append(record)
+                        kept.append(blob)
+                received += len(lines)
+                rows = fast_lines(blob) if fast is not None else None
+                if rows is None:  # some line is not plainly valid: record by record
+                    rows = _records(lines, first, adapter, fast, details)
+                chunk.extend(rows)
                 if len(chunk) >= NDJSON_CHUNK:
                     if not details:
                         written += await stream.add(chunk, base=received - len(chunk))
@@ -286,7 +285,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 raise InvalidInput(f"invalid record: {fields}", details=details)
             if chunk:
                 written += await stream.add(chunk, base=received - len(chunk))
-            raw = None if kept is None else b"".join(line + b"\n" for line in kept)
+            raw = None if kept is None else b"".join(kept)
             await stream.commit(raw=raw, digest=digest.hexdigest(), received=received)
         finally:
             await stream.close()
@@ -356,6 +355,31 @@ class _Stream:
             err = RuntimeError("stream aborted")
             with suppress(RuntimeError):
                 await anyio.to_thread.run_sync(cm.__exit__, type(err), err, None)
+
+
+def _records(
+    lines: list[bytes],
+    first: int,
+    adapter: TypeAdapter[Any],
+    fast: Any,
+    details: list[dict[str, Any]],
+) -> list[Any]:
+    """Validate NDJSON lines one by one, adding each bad record's errors to `details`."""
+    out = []
+    for n, line in enumerate(lines):
+        record: Any = fast(line) if fast is not None else None
+        if record is None:
+            try:
+                item = adapter.validate_json(line)
+            except ValidationError as exc:
+                if _malformed(exc):
+                    raise BadRequest(f"record {first + n} is not valid JSON") from None
+                details.extend(flows.invalid(exc, index=first + n).details)
+                del details[flows.MAX_DETAILS :]
+                continue
+            record = item.row() if fast is not None else item
+        out.append(record)
+    return out
 
 
 def _result(entity: str, received: int, written: int) -> Stored:
