@@ -102,76 +102,72 @@ def utilization(
     return {"robots": robot_rows, "facilities": facility_rows}
 
 
-def _rate(condition: Any) -> Any:
-    return func.avg(case((condition, 1.0), else_=0.0))
+_MEANS = (
+    ("mean_blood_loss_ml", "blood_loss_ml"),
+    ("mean_hospital_stay_days", "hospital_stay_days"),
+    ("mean_patient_satisfaction", "patient_satisfaction_score"),
+)
 
 
-def _outcome_figures(conn: Connection) -> list[Any]:
+def _outcome_sums(conn: Connection) -> list[Any]:
+    # Sums and counts, not averages: partial figures per (status, category) group combine
+    # exactly into the overall and per-dimension figures, so one pass over the rows serves all.
     o = outcomes.c
     length = (
         func.jsonb_array_length(o.complications)
         if conn.dialect.name == "postgresql"
         else func.json_array_length(o.complications)
     )
-    return [
-        func.count().label("outcomes"),
-        *(
-            func.coalesce(func.sum(case((o.success_status == s, 1), else_=0)), 0).label(s)
-            for s in SUCCESS_STATUSES
-        ),
-        _rate(length > 0).label("complication_rate"),
-        _rate(o.readmission_30day.is_(True)).label("readmission_rate"),
-        func.avg(o.blood_loss_ml).label("mean_blood_loss_ml"),
-        func.avg(o.hospital_stay_days).label("mean_hospital_stay_days"),
-        func.avg(o.patient_satisfaction_score).label("mean_patient_satisfaction"),
+    cols = [
+        func.count().label("n"),
+        func.sum(case((length > 0, 1), else_=0)).label("with_complications"),
+        func.sum(case((o.readmission_30day.is_(True), 1), else_=0)).label("readmitted"),
     ]
+    for _, column in _MEANS:
+        cols += [func.sum(o[column]).label(f"{column}_sum"), func.count(o[column]).label(column)]
+    return cols
 
 
-def _outcome_row(row: Any) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("outcomes", *SUCCESS_STATUSES):
-        out[key] = int(out[key] or 0)
-    for key in (
-        "complication_rate",
-        "readmission_rate",
-        "mean_blood_loss_ml",
-        "mean_hospital_stay_days",
-        "mean_patient_satisfaction",
-    ):
-        out[key] = _float(out[key])
+def _combine(groups: list[Any]) -> dict[str, Any]:
+    n = sum(int(g["n"]) for g in groups)
+    out: dict[str, Any] = {"outcomes": n}
+    for status in SUCCESS_STATUSES:
+        out[status] = sum(int(g["n"]) for g in groups if g["success_status"] == status)
+    out["complication_rate"] = sum(int(g["with_complications"]) for g in groups) / n if n else None
+    out["readmission_rate"] = sum(int(g["readmitted"]) for g in groups) / n if n else None
+    for name, column in _MEANS:
+        count = sum(int(g[column]) for g in groups)
+        total = sum(float(g[f"{column}_sum"] or 0) for g in groups)
+        out[name] = total / count if count else None
     return out
 
 
 def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dict[str, Any]:
     """Return outcome counts, rates and means overall, by success status and by category.
 
-    Covers outcomes of procedures that start in `[start, end)`.
+    Covers outcomes of procedures that start in `[start, end)`. One grouped pass over the
+    window (at most 18 groups); the three views are combined from it.
     """
     p, o = procedures.c, outcomes.c
-    base = (
-        select(*_outcome_figures(conn))
-        .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
-        .where(p.start_time >= start, p.start_time < end)
+    groups = list(
+        conn.execute(
+            select(o.success_status, p.procedure_category, *_outcome_sums(conn))
+            .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
+            .where(p.start_time >= start, p.start_time < end)
+            .group_by(o.success_status, p.procedure_category)
+        ).mappings()
     )
-    overall = _outcome_row(conn.execute(base).mappings().one())
     by_status = [
-        _outcome_row(r)
-        for r in conn.execute(
-            base.add_columns(o.success_status).group_by(o.success_status)
-        ).mappings()
+        {**_combine([g for g in groups if g["success_status"] == s]), "success_status": s}
+        for s in SUCCESS_STATUSES
+        if any(g["success_status"] == s for g in groups)
     ]
-    by_category = {
-        r["procedure_category"]: _outcome_row(r)
-        for r in conn.execute(
-            base.add_columns(p.procedure_category).group_by(p.procedure_category)
-        ).mappings()
-    }
-    order = {s: i for i, s in enumerate(SUCCESS_STATUSES)}
-    return {
-        "overall": overall,
-        "by_success_status": sorted(by_status, key=lambda r: order[r["success_status"]]),
-        "by_category": [by_category[c] for c in CATEGORIES if c in by_category],
-    }
+    by_category = [
+        {**_combine([g for g in groups if g["procedure_category"] == c]), "procedure_category": c}
+        for c in CATEGORIES
+        if any(g["procedure_category"] == c for g in groups)
+    ]
+    return {"overall": _combine(groups), "by_success_status": by_status, "by_category": by_category}
 
 
 def procedures_by_category(conn: Connection, *, start: datetime, end: datetime) -> list[Any]:
