@@ -80,25 +80,32 @@ def utilization(
         .where(*([r.facility_id == facility_id] if facility_id is not None else []))
     )
     robot_rows = [dict(x) for x in conn.execute(per_robot.order_by(r.robot_id)).mappings()]
-    fleet = per_robot.subquery()
-    per_facility = (
-        select(
-            fleet.c.facility_id,
-            func.max(fleet.c.facility_name).label("facility_name"),
-            func.count().label("robots"),
-            func.sum(fleet.c.procedures).label("procedures"),
-            func.sum(fleet.c.hours_in_use).label("hours_in_use"),
-            (func.sum(fleet.c.hours_in_use) / (func.count() * window_hours)).label("utilization"),
-            type_coerce(func.max(fleet.c.last_used_at), UtcDateTime).label("last_used_at"),
-        )
-        .group_by(fleet.c.facility_id)
-        .order_by(fleet.c.facility_id)
-    )
-    facility_rows = [dict(x) for x in conn.execute(per_facility).mappings()]
-    for row in (*robot_rows, *facility_rows):
+    for row in robot_rows:
         row["procedures"] = int(row["procedures"])
         row["hours_in_use"] = float(row["hours_in_use"])
         row["utilization"] = float(row["utilization"])
+    # Facilities from the robot rows (hundreds), not a second pass over the procedures.
+    span = max(_hours(start, end), 1e-9)
+    by_facility: dict[str, list[dict[str, Any]]] = {}
+    for row in robot_rows:
+        by_facility.setdefault(row["facility_id"], []).append(row)
+    facility_rows = []
+    for fid in sorted(by_facility):
+        fleet = by_facility[fid]
+        names = [x["facility_name"] for x in fleet if x["facility_name"] is not None]
+        uses = [x["last_used_at"] for x in fleet if x["last_used_at"] is not None]
+        hours_total = sum(x["hours_in_use"] for x in fleet)
+        facility_rows.append(
+            {
+                "facility_id": fid,
+                "facility_name": max(names) if names else None,
+                "robots": len(fleet),
+                "procedures": sum(x["procedures"] for x in fleet),
+                "hours_in_use": hours_total,
+                "utilization": hours_total / (len(fleet) * span),
+                "last_used_at": max(uses) if uses else None,
+            }
+        )
     return {"robots": robot_rows, "facilities": facility_rows}
 
 
