@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+from medrobotics.ingestion.app import Stored
 from medrobotics.storage.tables import maintenance, outcomes, procedures, robots, telemetry
 from tests import factories as f
 from tests.conftest import GUIDE_SAMPLE
@@ -98,6 +99,8 @@ def test_batch_json_ndjson_and_gzip(
 ) -> None:
     r = client.post("/ingest/batch", json={"type": entity, "records": records})
     assert r.status_code == 201, r.text
+    Stored.model_validate(r.json(), strict=True)  # the declared schema, field for field
+    assert set(r.json()) == set(Stored.model_fields)
     assert r.json()["received"] == len(records)
     assert r.json()["written"] == len(records)
     # Re-sending the same batch after a timeout changes nothing.
