@@ -12,6 +12,7 @@ embedded database); the others skip the round.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import random
 import re
@@ -24,8 +25,6 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from medrobotics import logs, metrics
@@ -49,20 +48,29 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # robot_id is the Hive partition in the key; Athena refuses a partition column in the data.
 FILE_COLUMNS = (*(c for c in COLUMNS if c != "robot_id"), "received_at")
-SCHEMA = pa.schema(
-    [
-        pa.field(
-            name,
-            pa.timestamp("us", tz="UTC")
-            if name in ("timestamp", "received_at")
-            else pa.string()
-            if name in ("procedure_id", "tool_type")
-            else pa.float64(),
-            nullable=name not in ("procedure_id", "timestamp", "received_at"),
-        )
-        for name in FILE_COLUMNS
-    ]
-)
+
+
+@functools.cache
+def _schema() -> Any:
+    # pyarrow loads on the first export, not at import: the services start faster and a
+    # service with the archiver off never pays its memory.
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(
+                name,
+                pa.timestamp("us", tz="UTC")
+                if name in ("timestamp", "received_at")
+                else pa.string()
+                if name in ("procedure_id", "tool_type")
+                else pa.float64(),
+                nullable=name not in ("procedure_id", "timestamp", "received_at"),
+            )
+            for name in FILE_COLUMNS
+        ]
+    )
+
 
 _process_locks: dict[tuple[str, str], threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -289,6 +297,9 @@ def advance_mark(conn: Connection, *, stream: str, window: Window, rows: int) ->
 
 def telemetry_objects(rows: Sequence[Any], window: Window, *, prefix: str) -> dict[str, bytes]:
     """Return Parquet objects for a window's rows, one per (sample date, robot), by key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     groups: dict[tuple[date, str], list[Any]] = {}
     for row in rows:
         groups.setdefault((_aware(row.timestamp).date(), row.robot_id), []).append(row)
@@ -299,7 +310,7 @@ def telemetry_objects(rows: Sequence[Any], window: Window, *, prefix: str) -> di
             f"{prefix}telemetry/date={day.isoformat()}/robot_id={quote(robot_id, safe='')}/{part}"
         )
         columns = {name: [getattr(r, name) for r in members] for name in FILE_COLUMNS}
-        table = pa.Table.from_pydict(columns, schema=SCHEMA)
+        table = pa.Table.from_pydict(columns, schema=_schema())
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         out[object_key] = buf.getvalue()
