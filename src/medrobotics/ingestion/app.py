@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
@@ -263,6 +264,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         digest = batches_q.hasher(entity)
         kept: list[bytes] | None = []
         kept_bytes = 0
+        packer = zlib.compressobj(batches_q.GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip format
         try:
             async for first, lines in body.line_batches(request, limit=settings.max_stream_bytes):
                 blob = b"\n".join(lines) + b"\n"
@@ -271,7 +273,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                     kept_bytes += len(blob)
                     kept = kept if kept_bytes <= limit else None
                     if kept is not None:
-                        kept.append(blob)
+                        kept.append(packer.compress(blob))  # compressed as it streams
                 received += len(lines)
                 rows = fast_lines(blob) if fast is not None else None
                 if rows is None:  # some line is not plainly valid: record by record
@@ -286,8 +288,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 raise InvalidInput(f"invalid record: {fields}", details=details)
             if chunk:
                 written += await stream.add(chunk, base=received - len(chunk))
-            raw = None if kept is None else b"".join(kept)
-            await stream.commit(raw=raw, digest=digest.hexdigest(), received=received)
+            gzipped = None if kept is None else b"".join(kept) + packer.flush()
+            await stream.commit(gzipped=gzipped, digest=digest.hexdigest(), received=received)
         finally:
             await stream.close()
         metrics.received(entity, received, batch=True)
@@ -338,15 +340,15 @@ class _Stream:
             self._conn = self._cm.__enter__()
         return flows.write_in(self._conn, self.entity, items, base=base)
 
-    async def commit(self, *, raw: bytes | None, digest: str, received: int) -> None:
+    async def commit(self, *, gzipped: bytes | None, digest: str, received: int) -> None:
         """Keep the batch's payload in the same transaction as its records, then commit."""
         if self._cm is not None:
-            await anyio.to_thread.run_sync(self._keep, raw, digest, received)
+            await anyio.to_thread.run_sync(self._keep, gzipped, digest, received)
             cm, self._cm, self._conn = self._cm, None, None
             await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
 
-    def _keep(self, raw: bytes | None, digest: str, received: int) -> None:
-        item = batches_q.payload(entity=self.entity, body=raw, record_count=received, digest=digest)
+    def _keep(self, gzipped: bytes | None, digest: str, received: int) -> None:
+        item = batches_q.Payload(digest, self.entity, received, gzipped)
         flows.keep_batch(self._conn, item)
 
     async def close(self) -> None:
