@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench import ceiling, data, report
+from bench import ceiling, data, report, tools
 from bench.pg import SETTINGS, Cluster
 from bench.tools import BIN, COMMANDS, RssSampler, Service, free_port, rss_mb, spread, wrk
 
@@ -195,7 +195,9 @@ class Bench:
     def service_env(self, **extra: str) -> dict[str, str]:
         return {
             "DATABASE_URL": self.url,
-            "MEDROBOTICS_AUTH": "off",
+            # As deployed: keys required (an ingest:write key, an api:read key without phi:read,
+            # the dashboards' case), verified through the service's key cache.
+            "MEDROBOTICS_AUTH": "required",
             "MEDROBOTICS_LOG_LEVEL": "WARNING",
             "MEDROBOTICS_ARCHIVE": "0",
             **extra,
@@ -441,7 +443,10 @@ class Bench:
             resp = client.post(
                 base + "/ingest/batch?type=telemetry",
                 content=data.ndjson_stream(total),
-                headers={"content-type": "application/x-ndjson"},
+                headers={
+                    "content-type": "application/x-ndjson",
+                    "authorization": f"Bearer {tools.KEY}",
+                },
             )
         elapsed = time.perf_counter() - t0
         ok = resp.status_code == 201
@@ -633,10 +638,13 @@ def main() -> None:
         )
         from sqlalchemy import create_engine
 
+        from medrobotics import auth
         from medrobotics.storage.telemetry import ensure_partitions
 
         engine = create_engine(bench.url.replace("postgresql://", "postgresql+psycopg://"))
         ensure_partitions(engine, months={(2024, 6)})
+        scopes = ["ingest:write", "api:read"]
+        tools.KEY = auth.issue(engine, name="bench", scopes=scopes).key
         engine.dispose()
         facts = machine(bench.url)
         log(f"machine: {facts['cpu']} x{facts['nproc']}, PostgreSQL on port {cluster.port}")

@@ -38,6 +38,10 @@ def _script(name: str) -> Path:
     return out
 
 
+KEY = ""
+"""The API key wrk sends (`Authorization: Bearer`); the services run with authentication on."""
+
+
 def wrk(
     url: str,
     *,
@@ -67,7 +71,8 @@ def wrk(
     )
     if shown not in COMMANDS:
         COMMANDS.append(shown)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, "MR_BENCH_KEY": KEY}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCHJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {proc.stdout}\n{proc.stderr}")

@@ -6,6 +6,17 @@ function setup(thread)
   thread_count = thread_count + 1
 end
 
+-- The services run with authentication on, as deployed: each request carries the key.
+local bench_key = os.getenv("MR_BENCH_KEY")
+
+function with_key(headers)
+  headers = headers or {}
+  if bench_key ~= nil and bench_key ~= "" then
+    headers["Authorization"] = "Bearer " .. bench_key
+  end
+  return headers
+end
+
 function split(text, mark)
   local pieces, start = {}, 1
   while true do

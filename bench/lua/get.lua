@@ -15,8 +15,8 @@ end
 
 function request()
   if paths == nil then
-    return wrk.format("GET")
+    return wrk.format("GET", nil, with_key())
   end
   n = n + 1
-  return wrk.format("GET", paths[(n % #paths) + 1])
+  return wrk.format("GET", paths[(n % #paths) + 1], with_key())
 end

@@ -18,5 +18,5 @@ function request()
     1 + math.floor(c / 86400000) % 28, math.floor(c / 3600000) % 24,
     math.floor(c / 60000) % 60, math.floor(c / 1000) % 60, c % 1000)
   local body = pre .. tag .. "-" .. tid .. mid .. ts .. post
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", path, with_key({["Content-Type"] = "application/json"}), body)
 end

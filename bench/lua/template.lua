@@ -12,5 +12,5 @@ end
 function request()
   counter = counter + 1
   local pid = tag .. "-" .. tid .. "-" .. counter
-  return wrk.format("POST", path, {["Content-Type"] = ctype}, table.concat(pieces, pid))
+  return wrk.format("POST", path, with_key({["Content-Type"] = ctype}), table.concat(pieces, pid))
 end

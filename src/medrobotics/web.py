@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import structlog
 from fastapi import FastAPI, Request
@@ -273,3 +274,12 @@ def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: st
     def ready() -> Response:
         """Report whether the database answers (503 when it does not)."""
         return readiness(engine, service)
+
+
+def cap_threads(settings: Settings) -> None:
+    """Run at most as many blocking handlers at once as the pool has connections.
+
+    More threads than connections only queue inside the pool or open overflow connections;
+    call from the app's lifespan (the limiter belongs to the running event loop).
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size

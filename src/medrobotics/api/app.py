@@ -17,6 +17,7 @@ from medrobotics.web import (
     NO_OTEL,
     ORJSONResponse,
     RequestContext,
+    cap_threads,
     emf_lines,
     install_errors,
     install_health,
@@ -32,6 +33,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        cap_threads(settings)
         async with emf_lines(settings, SERVICE):
             yield
 

@@ -45,6 +45,7 @@ from medrobotics.web import (
     NO_OTEL,
     ORJSONResponse,
     RequestContext,
+    cap_threads,
     emf_lines,
     install_errors,
     install_health,
@@ -112,6 +113,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        cap_threads(settings)
         writer.start()
         stop = asyncio.Event()
         archiver = None

@@ -40,8 +40,10 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        # Bursts beyond the steady pool get short-lived connections rather than queueing.
-        max_overflow=pool_size,
+        # Request handlers are capped at pool_size threads (see web.cap_threads), so overflow
+        # serves only the occasional extra: the archiver, a long NDJSON stream. Overflow
+        # connections are opened and closed per use, which costs more than the query.
+        max_overflow=max(2, pool_size // 2),
         # Fail fast when the pool is exhausted: a 503 beats a request hanging past the ALB.
         pool_timeout=10,
         # RDS and the ALB drop idle connections; recycle before they do.
@@ -105,4 +107,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 def reading(engine: Engine) -> Iterator[Connection]:
     """Open a read-only unit of work; database outages surface as Unavailable."""
     with _outages(), engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # No BEGIN/ROLLBACK round trips around reads: each statement sees committed data.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
