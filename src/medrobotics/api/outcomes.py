@@ -13,8 +13,7 @@ from medrobotics.api.params import (
     Start,
     check_range,
     decode_cursor,
-    encode_cursor,
-    next_link,
+    keyset_page,
 )
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
@@ -62,11 +61,4 @@ def list_outcomes(
             after=after,
             limit=limit,
         )
-    token = encode_cursor(key) if key is not None else None
-    page = {
-        "items": items,
-        "limit": limit,
-        "next_cursor": token,
-        "next": next_link(request, cursor=token) if token else None,
-    }
-    return respond(caller, page)
+    return respond(caller, keyset_page(request, items, key, limit))

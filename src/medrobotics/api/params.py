@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Path, Query, Request
@@ -72,3 +72,14 @@ def next_link(request: Request, **params: str | int) -> str:
     """Return the path and query of this request with `params` replaced."""
     url = request.url.include_query_params(**params)
     return f"{url.path}?{url.query}"
+
+
+def keyset_page(request: Request, items: list[Any], key: Key | None, limit: int) -> dict[str, Any]:
+    """Return a keyset page: the items, and the cursor and link of the next page (or None)."""
+    token = encode_cursor(key) if key is not None else None
+    return {
+        "items": items,
+        "limit": limit,
+        "next_cursor": token,
+        "next": next_link(request, cursor=token) if token else None,
+    }

@@ -14,8 +14,7 @@ from medrobotics.api.params import (
     Start,
     check_range,
     decode_cursor,
-    encode_cursor,
-    next_link,
+    keyset_page,
 )
 from medrobotics.domain.procedures import (
     Category,
@@ -75,14 +74,7 @@ def list_procedures(
             after=after,
             limit=limit,
         )
-    token = encode_cursor(key) if key is not None else None
-    page = {
-        "items": items,
-        "limit": limit,
-        "next_cursor": token,
-        "next": next_link(request, cursor=token) if token else None,
-    }
-    return respond(caller, page)
+    return respond(caller, keyset_page(request, items, key, limit))
 
 
 @router.get(
