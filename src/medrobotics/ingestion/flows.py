@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -31,8 +31,8 @@ class Kind:
     """How one entity is validated and written."""
 
     model: type[BaseModel]
-    write: Callable[[Connection, Sequence[Any]], int]
-    many: TypeAdapter[list[Any]]
+    write: Callable[[Connection, Sequence[Any], int], int]
+    """Write records inside the caller's transaction; the int offsets indexes in errors."""
 
 
 def _check_refs(
@@ -57,7 +57,7 @@ def _check_refs(
         )
 
 
-def _write_telemetry(conn: Connection, items: Sequence[Any]) -> int:
+def _write_telemetry(conn: Connection, items: Sequence[Any], base: int = 0) -> int:
     # Telemetry travels as row tuples (see domain.telemetry.fast_rows), not models.
     return telemetry.insert_many(conn, rows=items)
 
@@ -80,17 +80,11 @@ def _write_maintenance(conn: Connection, items: Sequence[Any], base: int = 0) ->
 
 
 KINDS: dict[str, Kind] = {
-    "telemetry": Kind(TelemetryIn, _write_telemetry, TypeAdapter(list[TelemetryIn])),
-    "procedures": Kind(
-        ProcedureIn,
-        lambda c, i: procedures.upsert_many(c, items=i),
-        TypeAdapter(list[ProcedureIn]),
-    ),
-    "outcomes": Kind(OutcomeIn, _write_outcomes, TypeAdapter(list[OutcomeIn])),
-    "robots": Kind(
-        RobotIn, lambda c, i: robots.upsert_many(c, items=i), TypeAdapter(list[RobotIn])
-    ),
-    "maintenance": Kind(MaintenanceIn, _write_maintenance, TypeAdapter(list[MaintenanceIn])),
+    "telemetry": Kind(TelemetryIn, _write_telemetry),
+    "procedures": Kind(ProcedureIn, lambda c, i, _base: procedures.upsert_many(c, items=i)),
+    "outcomes": Kind(OutcomeIn, _write_outcomes),
+    "robots": Kind(RobotIn, lambda c, i, _base: robots.upsert_many(c, items=i)),
+    "maintenance": Kind(MaintenanceIn, _write_maintenance),
 }
 
 
@@ -147,10 +141,7 @@ def write_in(conn: Connection, entity: str, items: Sequence[Any], *, base: int =
     if not items:
         return 0
     try:
-        if entity in ("outcomes", "maintenance"):
-            fn = _write_outcomes if entity == "outcomes" else _write_maintenance
-            return fn(conn, items, base)
-        return KINDS[entity].write(conn, items)
+        return KINDS[entity].write(conn, items, base)
     except IntegrityError as exc:
         raise _conflict(exc) from None
 
