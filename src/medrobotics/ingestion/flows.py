@@ -103,7 +103,8 @@ def invalid(exc: ValidationError, *, base: int = 0, index: int | None = None) ->
 
 def prepare(engine: Engine, entity: str, items: Sequence[Any]) -> None:
     """Do what must happen before the data transaction (telemetry partitions)."""
-    if entity == "telemetry" and items:
+    # Only PostgreSQL partitions telemetry; elsewhere skip even scanning the rows' months.
+    if entity == "telemetry" and items and engine.dialect.name == "postgresql":
         try:
             telemetry.ensure_partitions(engine, months=telemetry.months_of(items))
         except (OperationalError, DBAPIError) as exc:
