@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, respond
+from medrobotics.api.deps import CallerDep, EngineDep, LimitDep
 from medrobotics.api.params import (
     Cursor,
     End,
     Start,
     check_range,
     decode_cursor,
-    keyset_page,
+    respond_page,
 )
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
@@ -51,7 +51,7 @@ def list_outcomes(
     check_range(start, end)
     after = decode_cursor(cursor)
     with reading(engine) as conn:
-        items, key = outcomes.page(
+        rows, key = outcomes.page(
             conn,
             success_status=success_status,
             category=category,
@@ -60,5 +60,6 @@ def list_outcomes(
             end=end,
             after=after,
             limit=limit,
+            phi=caller.phi,
         )
-    return respond(caller, keyset_page(request, items, key, limit))
+    return respond_page(caller, request, rows, key, limit)

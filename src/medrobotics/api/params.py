@@ -10,9 +10,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Path, Query, Request
 
-from medrobotics.api.deps import invalid
+from medrobotics.api.deps import Caller, invalid
+from medrobotics.auth import audit_phi
 from medrobotics.domain.types import UtcDateTime
 from medrobotics.storage.keyset import Key
+from medrobotics.storage.pages import Rows
+from medrobotics.web import ORJSONResponse
 
 PathId = Annotated[str, Path(min_length=1, max_length=128, description="The identifier.")]
 Start = Annotated[
@@ -74,7 +77,7 @@ def next_link(request: Request, **params: str | int) -> str:
     return f"{url.path}?{url.query}"
 
 
-def keyset_page(request: Request, items: list[Any], key: Key | None, limit: int) -> dict[str, Any]:
+def keyset_page(request: Request, items: Any, key: Key | None, limit: int) -> dict[str, Any]:
     """Return a keyset page: the items, and the cursor and link of the next page (or None)."""
     token = encode_cursor(key) if key is not None else None
     return {
@@ -83,3 +86,15 @@ def keyset_page(request: Request, items: list[Any], key: Key | None, limit: int)
         "next_cursor": token,
         "next": next_link(request, cursor=token) if token else None,
     }
+
+
+def respond_page(
+    caller: Caller, request: Request, rows: Rows, key: Key | None, limit: int
+) -> ORJSONResponse:
+    """Answer a keyset page (patient fields already left out unless the caller may see them).
+
+    The records whose patient data is shown are audited, by id.
+    """
+    if caller.phi and rows.flagged and caller.principal is not None:
+        audit_phi(request.app.state.engine, request, caller.principal, sorted(rows.flagged))
+    return ORJSONResponse(keyset_page(request, rows.items, key, limit))

@@ -14,7 +14,7 @@ from medrobotics.api.params import (
     Start,
     check_range,
     decode_cursor,
-    keyset_page,
+    respond_page,
 )
 from medrobotics.domain.procedures import (
     Category,
@@ -62,7 +62,7 @@ def list_procedures(
     check_range(start, end)
     after = decode_cursor(cursor)
     with reading(engine) as conn:
-        items, key = procedures.page(
+        rows, key = procedures.page(
             conn,
             category=category,
             robot_id=robot_id,
@@ -73,8 +73,9 @@ def list_procedures(
             end=end,
             after=after,
             limit=limit,
+            phi=caller.phi,
         )
-    return respond(caller, keyset_page(request, items, key, limit))
+    return respond_page(caller, request, rows, key, limit)
 
 
 @router.get(

@@ -29,16 +29,15 @@ def list_robots(
 ) -> Any:
     """List robots by id, filtered by facility, status and model."""
     with reading(engine) as conn:
-        items, total = robots.page(
+        rows, total = robots.page(
             conn, facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
         )
-    more = offset + len(items) < total
     page = {
-        "items": items,
+        "items": rows.items,
         "total": total,
         "limit": limit,
         "offset": offset,
-        "next": next_link(request, offset=offset + limit) if more else None,
+        "next": next_link(request, offset=offset + limit) if rows.more else None,
     }
     return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 

@@ -22,10 +22,21 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_P
 Text = Annotated[str, StringConstraints(max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=10_000)]
 
+
+def iso(value: datetime) -> str:
+    """Write a time as ISO 8601, the fraction without trailing zeros (as PostgreSQL does)."""
+    text = value.isoformat()
+    if value.microsecond:
+        # Pages built by PostgreSQL and by the service must read alike: ".5", not ".500000".
+        head, _, tail = text.partition(".")
+        text = f"{head}.{tail[:6].rstrip('0')}{tail[6:]}"
+    return text
+
+
 UtcDateTime = Annotated[
     datetime,
     AfterValidator(_to_utc),
-    PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json"),
+    PlainSerializer(iso, return_type=str, when_used="json"),
 ]
 """ISO 8601 time; one without a zone is UTC; always returned as UTC with an explicit offset."""
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, tuple_
 
+from medrobotics.storage.pages import Rows
+
 Key = tuple[datetime, str]
 """The position after which the next page starts: the last row's (start_time, id)."""
 
@@ -17,11 +19,8 @@ def before(time: ColumnElement[Any], ident: ColumnElement[Any], after: Key) -> C
     return tuple_(time, ident) < tuple_(*after)
 
 
-def split(
-    rows: list[dict[str, Any]], limit: int, time: str, ident: str
-) -> tuple[list[dict[str, Any]], Key | None]:
-    """Cut the extra row fetched to detect a next page; return the page and its next key."""
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, (rows[-1][time], rows[-1][ident])
+def next_key(rows: Rows, names: tuple[str, str]) -> Key | None:
+    """Return where the next page starts: the page's last (time, id), or None at the end."""
+    if not rows.more or rows.last is None:
+        return None
+    return rows.last[names[0]], rows.last[names[1]]

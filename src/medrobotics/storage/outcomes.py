@@ -8,10 +8,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from medrobotics.domain.outcomes import OutcomeIn
-from medrobotics.storage.keyset import Key, before, split
+from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
+from medrobotics.storage import pages
+from medrobotics.storage.keyset import Key, before, next_key
+from medrobotics.storage.pages import Rows
 from medrobotics.storage.tables import outcomes, procedures
 from medrobotics.storage.upsert import upsert
+
+KEY = ("start_time", "procedure_id")
 
 
 def upsert_many(conn: Connection, *, items: Sequence[OutcomeIn]) -> int:
@@ -43,8 +47,12 @@ def page(
     end: datetime | None = None,
     after: Key | None = None,
     limit: int,
-) -> tuple[list[dict[str, Any]], Key | None]:
-    """Return outcomes newest procedure first from `after`, and the key of the next page."""
+    phi: bool = True,
+) -> tuple[Rows, Key | None]:
+    """Return outcomes newest procedure first from `after`, and the key of the next page.
+
+    Without `phi` the surgeon's notes are left out.
+    """
     p, o = procedures.c, outcomes.c
     conds = []
     if success_status is not None:
@@ -59,11 +67,14 @@ def page(
         conds.append(p.start_time < end)
     if after is not None:
         conds.append(before(p.start_time, p.procedure_id, after))
-    stmt = (
-        _select()
-        .where(*conds)
-        .order_by(p.start_time.desc(), p.procedure_id.desc())
-        .limit(limit + 1)
+    rows = pages.fetch(
+        conn,
+        _select().where(*conds),
+        order=[p.start_time.desc(), p.procedure_id.desc()],
+        limit=limit,
+        omit=frozenset() if phi else frozenset(PHI_FIELDS),
+        keys=KEY,
+        ident="procedure_id",
+        flag=PHI_FIELDS if phi else (),
     )
-    rows = [dict(r) for r in conn.execute(stmt).mappings()]
-    return split(rows, limit, "start_time", "procedure_id")
+    return rows, next_key(rows, KEY)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from medrobotics.domain.procedures import ProcedureIn
-from medrobotics.storage import outcomes, robots
+from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
+from medrobotics.storage import outcomes, pages, robots
 from medrobotics.storage import telemetry as telemetry_q
-from medrobotics.storage.keyset import Key, before, split
+from medrobotics.storage.keyset import Key, before, next_key
+from medrobotics.storage.pages import Rows
 from medrobotics.storage.tables import procedures
 from medrobotics.storage.tables import robots as robots_t
 from medrobotics.storage.upsert import upsert
+
+KEY = ("start_time", "procedure_id")
 
 
 def upsert_many(conn: Connection, *, items: Sequence[ProcedureIn]) -> int:
@@ -37,9 +40,6 @@ def get(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-SUMMARY_SLACK = timedelta(days=1)
-
-
 def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     """Return a procedure with its robot, its outcome and its telemetry summary, or None."""
     item = get(conn, procedure_id=procedure_id)
@@ -47,15 +47,7 @@ def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
         return None
     item["robot"] = robots.get(conn, robot_id=item["robot_id"])
     item["outcome"] = outcomes.get(conn, procedure_id=procedure_id)
-    # Samples a day either side of the procedure's recorded times (clocks drift, in-progress
-    # procedures have no end yet): bounds the read to one or two monthly partitions.
-    end = item["end_time"] or max(item["start_time"], datetime.now(UTC))
-    item["telemetry"] = telemetry_q.summary(
-        conn,
-        procedure_id=procedure_id,
-        since=item["start_time"] - SUMMARY_SLACK,
-        until=end + SUMMARY_SLACK,
-    )
+    item["telemetry"] = telemetry_q.summary(conn, procedure_id=procedure_id)
     return item
 
 
@@ -71,10 +63,12 @@ def page(
     end: datetime | None = None,
     after: Key | None = None,
     limit: int,
-) -> tuple[list[dict[str, Any]], Key | None]:
+    phi: bool = True,
+) -> tuple[Rows, Key | None]:
     """Return procedures newest first from `after`, and the key of the next page (or None).
 
-    The time range applies to `start_time`: `start` inclusive, `end` exclusive.
+    The time range applies to `start_time`: `start` inclusive, `end` exclusive. Without `phi`
+    the patient fields are left out.
     """
     p = procedures.c
     conds = []
@@ -96,14 +90,17 @@ def page(
         conds.append(p.start_time < end)
     if after is not None:
         conds.append(before(p.start_time, p.procedure_id, after))
-    stmt = (
-        select(procedures)
-        .where(*conds)
-        .order_by(p.start_time.desc(), p.procedure_id.desc())
-        .limit(limit + 1)
+    rows = pages.fetch(
+        conn,
+        select(procedures).where(*conds),
+        order=[p.start_time.desc(), p.procedure_id.desc()],
+        limit=limit,
+        omit=frozenset() if phi else frozenset(PHI_FIELDS),
+        keys=KEY,
+        ident="procedure_id",
+        flag=PHI_FIELDS if phi else (),
     )
-    rows = [dict(r) for r in conn.execute(stmt).mappings()]
-    return split(rows, limit, "start_time", "procedure_id")
+    return rows, next_key(rows, KEY)
 
 
 def telemetry(conn: Connection, *, procedure_id: str, **series: Any) -> dict[str, Any] | None:

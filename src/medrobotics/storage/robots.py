@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from medrobotics.domain.robots import RobotIn
-from medrobotics.storage import maintenance
+from medrobotics.storage import maintenance, pages
+from medrobotics.storage.pages import Rows
 from medrobotics.storage.tables import procedures, robots
 from medrobotics.storage.upsert import upsert
 
@@ -40,7 +41,7 @@ def page(
     model: str | None = None,
     limit: int,
     offset: int = 0,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[Rows, int]:
     """Return one page of robots ordered by id, and how many match in all."""
     conds = []
     if facility_id is not None:
@@ -49,10 +50,10 @@ def page(
         conds.append(robots.c.status == status)
     if model is not None:
         conds.append(robots.c.robot_model == model)
-    stmt = select(robots).where(*conds).order_by(robots.c.robot_id).limit(limit).offset(offset)
-    items = [dict(r) for r in conn.execute(stmt).mappings()]
+    stmt = select(robots).where(*conds)
+    rows = pages.fetch(conn, stmt, order=[robots.c.robot_id], limit=limit, offset=offset)
     total = conn.execute(select(func.count()).select_from(robots).where(*conds)).scalar_one()
-    return items, int(total)
+    return rows, int(total)
 
 
 def detail(conn: Connection, *, robot_id: str) -> dict[str, Any] | None:

@@ -216,6 +216,24 @@ telemetry = Table(
     postgresql_partition_by='RANGE ("timestamp")',
 )
 
+telemetry_summary = Table(
+    "telemetry_summary",
+    metadata,
+    # One row per procedure, kept by a database trigger on every telemetry insert (migration
+    # 0004): the procedure detail reads it instead of aggregating the samples.
+    Column("procedure_id", ID, primary_key=True),
+    Column("sample_count", BigInteger, nullable=False),
+    Column("first_timestamp", UtcDateTime, nullable=False),
+    Column("last_timestamp", UtcDateTime, nullable=False),
+    *[
+        Column(
+            f"{name}_{stat}", BigInteger if stat == "count" else Double, nullable=stat != "count"
+        )
+        for name in READINGS
+        for stat in ("count", "min", "sum", "max")
+    ],
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

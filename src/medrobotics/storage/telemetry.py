@@ -13,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 
 from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
 from medrobotics.errors import InvalidInput
-from medrobotics.storage.tables import telemetry
+from medrobotics.storage.tables import telemetry, telemetry_summary
 
 Row = Sequence[Any]
 """One sample's values in `COLUMNS` order."""
@@ -128,43 +128,27 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def summary(
-    conn: Connection,
-    *,
-    procedure_id: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
+def summary(conn: Connection, *, procedure_id: str) -> dict[str, Any]:
     """Return a procedure's sample count, first and last time, and per-channel statistics.
 
-    `since` and `until` bound the samples' time: with them PostgreSQL reads only the monthly
-    partitions of that span instead of probing every partition's index.
+    Reads the summary row the database keeps on every insert (migration 0004): one key lookup
+    however many samples the procedure has, including samples since moved to the lake.
     """
-    t = telemetry.c
-    cols: list[Any] = [func.count(), func.min(t.timestamp), func.max(t.timestamp)]
-    for name in READINGS:
-        c = t[name]
-        cols += [func.count(c), func.min(c), func.avg(c), func.max(c)]
-    conds = [t.procedure_id == procedure_id]
-    if since is not None:
-        conds.append(t.timestamp >= since)
-    if until is not None:
-        conds.append(t.timestamp < until)
-    # One pass over the procedure's primary-key range, whatever the number of channels.
-    row = conn.execute(select(*cols).where(*conds)).one()
+    stmt = select(telemetry_summary).where(telemetry_summary.c.procedure_id == procedure_id)
+    row = conn.execute(stmt).mappings().first() or {}
     channels = {}
-    for i, name in enumerate(READINGS):
-        count, low, mean, high = row[3 + 4 * i : 7 + 4 * i]
+    for name in READINGS:
+        count, total = int(row.get(f"{name}_count", 0)), row.get(f"{name}_sum")
         channels[name] = {
-            "count": int(count),
-            "min": _num(low),
-            "mean": _num(mean),
-            "max": _num(high),
+            "count": count,
+            "min": _num(row.get(f"{name}_min")),
+            "mean": total / count if count and total is not None else None,
+            "max": _num(row.get(f"{name}_max")),
         }
     return {
-        "sample_count": int(row[0]),
-        "first_timestamp": row[1],
-        "last_timestamp": row[2],
+        "sample_count": int(row.get("sample_count", 0)),
+        "first_timestamp": row.get("first_timestamp"),
+        "last_timestamp": row.get("last_timestamp"),
         "channels": channels,
     }
 
