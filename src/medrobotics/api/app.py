@@ -12,7 +12,7 @@ from medrobotics import __version__
 from medrobotics.api import analytics, outcomes, procedures, robots
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
-from medrobotics.storage.db import make_engine
+from medrobotics.storage.db import Reader, make_engine, make_pool
 from medrobotics.web import (
     NO_OTEL,
     ORJSONResponse,
@@ -30,12 +30,21 @@ SERVICE = "api-service"
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the query API service for `settings`."""
     engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
+    pool = make_pool(engine, size=settings.db_pool_size)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         cap_threads(settings)
-        async with emf_lines(settings, SERVICE):
-            yield
+        if pool is not None:
+            # Not waiting for the first connection: a database that is down must not keep the
+            # service from starting (it answers 503 until the database is back).
+            await pool.open(wait=False)
+        try:
+            async with emf_lines(settings, SERVICE):
+                yield
+        finally:
+            if pool is not None:
+                await pool.close()
 
     app = FastAPI(
         title="medrobotics query API",
@@ -51,6 +60,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.reader = Reader(engine, pool)
     app.state.settings = settings
     app.state.guard = Guard(engine, settings)
     install_errors(app)

@@ -17,6 +17,7 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
 from medrobotics.errors import InvalidInput
+from medrobotics.storage.db import Reader
 from medrobotics.web import ORJSONResponse
 
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
@@ -34,7 +35,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_reader(request: Request) -> Reader:
+    """Return the service's reader (async on PostgreSQL)."""
+    reader: Reader = request.app.state.reader
+    return reader
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+ReaderDep = Annotated[Reader, Depends(get_reader)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

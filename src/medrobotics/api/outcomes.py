@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep
+from medrobotics.api.deps import CallerDep, LimitDep, ReaderDep
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -18,7 +18,7 @@ from medrobotics.api.params import (
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
 from medrobotics.storage import outcomes
-from medrobotics.storage.db import reading
+from medrobotics.storage.keyset import next_key
 from medrobotics.web import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
@@ -30,9 +30,9 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
     response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
 )
-def list_outcomes(
+async def list_outcomes(
     request: Request,
-    engine: EngineDep,
+    reader: ReaderDep,
     caller: CallerDep,
     limit: LimitDep,
     success_status: Annotated[SuccessStatus | None, Query()] = None,
@@ -50,9 +50,8 @@ def list_outcomes(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    with reading(engine) as conn:
-        rows, key = outcomes.page(
-            conn,
+    rows = await reader.page(
+        outcomes.page(
             success_status=success_status,
             category=category,
             readmission=readmission,
@@ -62,4 +61,5 @@ def list_outcomes(
             limit=limit,
             phi=caller.phi,
         )
-    return respond_page(caller, request, rows, key, limit)
+    )
+    return await respond_page(caller, request, rows, next_key(rows, outcomes.KEY), limit)

@@ -7,6 +7,7 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import Path, Query, Request
 
@@ -88,7 +89,7 @@ def keyset_page(request: Request, items: Any, key: Key | None, limit: int) -> di
     }
 
 
-def respond_page(
+async def respond_page(
     caller: Caller, request: Request, rows: Rows, key: Key | None, limit: int
 ) -> ORJSONResponse:
     """Answer a keyset page (patient fields already left out unless the caller may see them).
@@ -96,5 +97,7 @@ def respond_page(
     The records whose patient data is shown are audited, by id.
     """
     if caller.phi and rows.flagged and caller.principal is not None:
-        audit_phi(request.app.state.engine, request, caller.principal, sorted(rows.flagged))
+        engine = request.app.state.engine
+        ids = sorted(rows.flagged)
+        await anyio.to_thread.run_sync(audit_phi, engine, request, caller.principal, ids)
     return ORJSONResponse(keyset_page(request, rows.items, key, limit))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, invalid, respond
+from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, ReaderDep, invalid, respond
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -26,6 +26,7 @@ from medrobotics.domain.telemetry import READINGS, TelemetrySeries
 from medrobotics.errors import NotFound
 from medrobotics.storage import procedures
 from medrobotics.storage.db import reading
+from medrobotics.storage.keyset import next_key
 from medrobotics.web import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
@@ -40,9 +41,9 @@ MAX_POINTS = 10_000
     response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
 )
-def list_procedures(
+async def list_procedures(
     request: Request,
-    engine: EngineDep,
+    reader: ReaderDep,
     caller: CallerDep,
     limit: LimitDep,
     category: Annotated[Category | None, Query()] = None,
@@ -61,9 +62,8 @@ def list_procedures(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    with reading(engine) as conn:
-        rows, key = procedures.page(
-            conn,
+    rows = await reader.page(
+        procedures.page(
             category=category,
             robot_id=robot_id,
             facility_id=facility_id,
@@ -75,7 +75,8 @@ def list_procedures(
             limit=limit,
             phi=caller.phi,
         )
-    return respond_page(caller, request, rows, key, limit)
+    )
+    return await respond_page(caller, request, rows, next_key(rows, procedures.KEY), limit)
 
 
 @router.get(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import EngineDep, LimitDep
+from medrobotics.api.deps import EngineDep, LimitDep, ReaderDep
 from medrobotics.api.params import PathId, next_link
 from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
@@ -18,9 +18,9 @@ router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 
 @router.get("", response_model=RobotPage, responses=ERROR_RESPONSES)
-def list_robots(
+async def list_robots(
     request: Request,
-    engine: EngineDep,
+    reader: ReaderDep,
     limit: LimitDep,
     facility_id: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[RobotStatus | None, Query()] = None,
@@ -28,13 +28,13 @@ def list_robots(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     """List robots by id, filtered by facility, status and model."""
-    with reading(engine) as conn:
-        rows, total = robots.page(
-            conn, facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
-        )
+    query = robots.page(
+        facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
+    )
+    rows = await reader.page(query)
     page = {
         "items": rows.items,
-        "total": total,
+        "total": rows.total,
         "limit": limit,
         "offset": offset,
         "next": next_link(request, offset=offset + limit) if rows.more else None,

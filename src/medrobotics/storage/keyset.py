@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, tuple_
+from sqlalchemy import ColumnElement, bindparam, tuple_
 
 from medrobotics.storage.pages import Rows
+from medrobotics.storage.tables import UtcDateTime
 
 Key = tuple[datetime, str]
 """The position after which the next page starts: the last row's (start_time, id)."""
 
 
-def before(time: ColumnElement[Any], ident: ColumnElement[Any], after: Key) -> ColumnElement[bool]:
-    """Return the condition 'comes after `after` in newest-first order'."""
+def after_key(time: ColumnElement[Any], ident: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Return 'comes after the parameters `after_time`, `after_id` in newest-first order'."""
     # A row-value comparison, so PostgreSQL and SQLite both walk the (time, id) index from it.
-    return tuple_(time, ident) < tuple_(*after)
+    position = tuple_(bindparam("after_time", type_=UtcDateTime), bindparam("after_id"))
+    return tuple_(time, ident) < position
 
 
 def next_key(rows: Rows, names: tuple[str, str]) -> Key | None:

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -55,5 +55,9 @@ def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
 def _run(engine: Engine, action: object, revision: str) -> None:
     cfg = _config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Requests are bounded by the engine's statement timeout; a migration that rewrites
+            # or backfills a large table is not a request.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
         cfg.attributes["connection"] = conn
         action(cfg, revision)  # type: ignore[operator]

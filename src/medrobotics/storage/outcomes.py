@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Boolean, Connection, Select, bindparam, select, true
 
 from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
 from medrobotics.storage import pages
-from medrobotics.storage.keyset import Key, before, next_key
-from medrobotics.storage.pages import Rows
-from medrobotics.storage.tables import outcomes, procedures
+from medrobotics.storage.keyset import Key, after_key
+from medrobotics.storage.pages import Query
+from medrobotics.storage.tables import UtcDateTime, outcomes, procedures
 from medrobotics.storage.upsert import upsert
 
 KEY = ("start_time", "procedure_id")
@@ -38,7 +38,6 @@ def get(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
 
 
 def page(
-    conn: Connection,
     *,
     success_status: str | None = None,
     category: str | None = None,
@@ -48,33 +47,47 @@ def page(
     after: Key | None = None,
     limit: int,
     phi: bool = True,
-) -> tuple[Rows, Key | None]:
-    """Return outcomes newest procedure first from `after`, and the key of the next page.
+) -> Query:
+    """Return the page of outcomes to read, newest procedure first from `after`.
 
     Without `phi` the surgeon's notes are left out.
     """
-    p, o = procedures.c, outcomes.c
-    conds = []
-    if success_status is not None:
-        conds.append(o.success_status == success_status)
-    if category is not None:
-        conds.append(p.procedure_category == category)
-    if readmission is not None:
-        conds.append(o.readmission_30day.is_(readmission))
-    if start is not None:
-        conds.append(p.start_time >= start)
-    if end is not None:
-        conds.append(p.start_time < end)
+    given = {
+        "success_status": success_status,
+        "category": category,
+        "readmission": readmission,
+        "start": start,
+        "end": end,
+    }
+    params = {k: v for k, v in given.items() if v is not None}
     if after is not None:
-        conds.append(before(p.start_time, p.procedure_id, after))
-    rows = pages.fetch(
-        conn,
-        _select().where(*conds),
-        order=[p.start_time.desc(), p.procedure_id.desc()],
-        limit=limit,
+        params["after_time"], params["after_id"] = after
+    names = tuple(params)
+    shape = pages.Shape(
+        name=("outcomes", names),
+        order=_newest_first,
         omit=frozenset() if phi else frozenset(PHI_FIELDS),
         keys=KEY,
         ident="procedure_id",
         flag=PHI_FIELDS if phi else (),
     )
-    return rows, next_key(rows, KEY)
+    return Query(lambda: _listing(names), shape, params, limit)
+
+
+def _newest_first() -> list[Any]:
+    return [procedures.c.start_time.desc(), procedures.c.procedure_id.desc()]
+
+
+def _listing(names: tuple[str, ...]) -> Select[Any]:
+    # The filters given, as bound parameters: one statement per combination of filters.
+    p, o = procedures.c, outcomes.c
+    conds: dict[str, Any] = {
+        "success_status": lambda: o.success_status == bindparam("success_status"),
+        "category": lambda: p.procedure_category == bindparam("category"),
+        "readmission": lambda: o.readmission_30day == bindparam("readmission", type_=Boolean),
+        "start": lambda: p.start_time >= bindparam("start", type_=UtcDateTime),
+        "end": lambda: p.start_time < bindparam("end", type_=UtcDateTime),
+        "after_time": lambda: after_key(p.start_time, p.procedure_id),
+        "after_id": true,
+    }
+    return _select().where(*[conds[n]() for n in names])

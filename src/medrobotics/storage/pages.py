@@ -4,27 +4,32 @@ A 100-row page cost about 3 ms of Python per request when every row became a dic
 timestamp a datetime, and then JSON again. On PostgreSQL the database builds the page's JSON
 (`json_agg`) in the same statement that reads it, and the service embeds that text in the
 answer untouched (an `orjson.Fragment`): the per-row work runs in C, in the database process.
+Each page's statement is built and compiled once per shape (which filters are given), with
+the filter values as bound parameters: building the SQL cost as much as running it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from psycopg import AsyncConnection
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Select,
     Text,
-    and_,
+    bindparam,
+    case,
     func,
     literal_column,
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,67 +44,122 @@ class Rows:
     """The `keys` columns of the page's last row when more follow (the next page's start)."""
     flagged: list[str]
     """The `ident` of each row with any `flag` column set (whose patient data is shown)."""
+    total: int | None = None
+    """How many rows match in all, when the shape asks for it."""
 
 
-def fetch(
-    conn: Connection,
-    stmt: Select[Any],
-    *,
-    order: Sequence[ColumnElement[Any]],
-    limit: int,
-    offset: int = 0,
-    omit: frozenset[str] = frozenset(),
-    keys: Sequence[str] = (),
-    ident: str = "",
-    flag: Sequence[str] = (),
-) -> Rows:
-    """Return up to `limit` rows of `stmt` in `order` after `offset`, and whether more follow."""
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a page statement depends on besides its parameter values."""
+
+    name: Hashable
+    """The caller's key for the filters given (one statement per combination)."""
+    order: Callable[[], Sequence[ColumnElement[Any]]]
+    omit: frozenset[str] = frozenset()
+    keys: tuple[str, ...] = ()
+    ident: str = ""
+    flag: tuple[str, ...] = ()
+    total: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A page to read: the filtered select, its shape and the values of its parameters."""
+
+    build: Callable[[], Select[Any]] = field(compare=False)
+    """Returns the filtered select with `bindparam`s named as in `params`; called once."""
+    shape: Shape
+    params: Mapping[str, Any]
+    limit: int
+    offset: int = 0
+
+    def values(self) -> dict[str, Any]:
+        """Return every parameter of the page's statement."""
+        page = {"page_end": self.limit, "page_rows": self.limit + 1, "page_skip": self.offset}
+        return {**self.params, **page}
+
+
+_POSTGRES = PGDialect_psycopg()
+_sql: dict[Shape, str] = {}
+_plain_stmts: dict[Shape, tuple[Select[Any], Select[Any] | None]] = {}
+
+
+def fetch(conn: Connection, query: Query) -> Rows:
+    """Read one page on a synchronous connection (either database)."""
     if conn.dialect.name == "postgresql":
-        return _json(conn, stmt, order, limit, offset, omit, keys, ident, flag)
-    page = stmt.order_by(*order).limit(limit + 1).offset(offset)
-    rows = [dict(r) for r in conn.execute(page).mappings()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    flagged = [r[ident] for r in rows if any(r.get(f) is not None for f in flag)]
-    items = [{k: v for k, v in r.items() if k not in omit} for r in rows]
-    last = {k: rows[-1][k] for k in keys} if more else None
-    return Rows(items, more, last, flagged)
+        raw = conn.connection.driver_connection
+        row = raw.execute(_postgres_sql(query), query.values()).fetchone()  # type: ignore[union-attr]
+        return _from_json(row, query)
+    shape = query.shape
+    if shape not in _plain_stmts:
+        stmt = query.build()
+        count = select(func.count()).select_from(stmt.subquery()) if shape.total else None
+        _plain_stmts[shape] = (_plain(stmt, shape), count)
+    stmt, count = _plain_stmts[shape]
+    rows = [dict(r) for r in conn.execute(stmt, query.values()).mappings()]
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    flagged = [r[shape.ident] for r in rows if any(r.get(f) is not None for f in shape.flag)]
+    items = [{k: v for k, v in r.items() if k not in shape.omit} for r in rows]
+    last = {k: rows[-1][k] for k in shape.keys} if more else None
+    total = int(conn.execute(count, dict(query.params)).scalar_one()) if count is not None else None
+    return Rows(items, more, last, flagged, total)
 
 
-def _json(
-    conn: Connection,
-    stmt: Select[Any],
-    order: Sequence[ColumnElement[Any]],
-    limit: int,
-    offset: int,
-    omit: frozenset[str],
-    keys: Sequence[str],
-    ident: str,
-    flag: Sequence[str],
-) -> Rows:
-    # The page plus one row (to tell whether more follow), numbered in order; one statement
-    # returns the page's JSON, the row count, the last row's keys and the flagged ids.
-    n = func.row_number().over(order_by=list(order)).label("_n")
-    r = stmt.add_columns(n).order_by(*order).limit(limit + 1).offset(offset).subquery("r")
-    shown = [c for c in r.c if c.key not in omit and c.key != "_n"]
-    # Column names are this module's callers' own table columns, never input.
-    obj = func.json_build_object(*[x for c in shown for x in (literal_column(f"'{c.key}'"), c)])
-    end = offset + limit  # row_number counts the skipped rows too
-    on_page = r.c._n <= end
+async def fetch_async(conn: AsyncConnection[Any], query: Query) -> Rows:
+    """Read one page on an asynchronous PostgreSQL connection."""
+    cur = await conn.execute(_postgres_sql(query), query.values())
+    return _from_json(await cur.fetchone(), query)
+
+
+def _postgres_sql(query: Query) -> str:
+    sql = _sql.get(query.shape)
+    if sql is None:
+        sql = _sql[query.shape] = (
+            _json(query.build(), query.shape).compile(dialect=_POSTGRES).string
+        )
+    return sql
+
+
+def _plain(stmt: Select[Any], shape: Shape) -> Select[Any]:
+    page = stmt.order_by(*shape.order()).limit(bindparam("page_rows"))
+    return page.offset(bindparam("page_skip"))
+
+
+def _json(stmt: Select[Any], shape: Shape) -> Select[Any]:
+    # The page plus one row (to tell whether more follow) as one JSON array, the row count,
+    # the key of the page's last row, and which rows carry flagged fields. Every aggregate
+    # reads the ordered subquery's rows in the same order; the array keeps it.
+    full = _plain(stmt, shape).subquery("full")
+    r = select(*[c for c in full.c if c.key not in shape.omit]).subquery("r")
+    end = bindparam("page_end", type_=Integer)
     cols: list[Any] = [
-        func.coalesce(
-            func.json_agg(aggregate_order_by(obj, r.c._n)).filter(on_page),
-            literal_column("'[]'::json"),
-        ).cast(Text),
+        func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json")).cast(Text),
         func.count(),
     ]
-    cols += [func.max(r.c[k]).filter(r.c._n == end) for k in keys]
-    if flag:
-        any_set = or_(*[r.c[f].is_not(None) for f in flag])
-        cols.append(func.array_agg(r.c[ident]).filter(and_(on_page, any_set)))
-    row = conn.execute(select(*cols)).one()
-    fetched = int(row[1])
-    more = fetched > limit
-    last = dict(zip(keys, row[2 : 2 + len(keys)], strict=True)) if more else None
-    flagged = list(row[2 + len(keys)] or []) if flag else []
-    return Rows(orjson.Fragment(row[0]), more, last, flagged)
+    cols += [func.array_agg(r.c[k])[end] for k in shape.keys]
+    if shape.flag:
+        any_set = or_(*[r.c[f].is_not(None) for f in shape.flag])
+        cols.append(func.array_agg(case((any_set, r.c[shape.ident]))))
+    if shape.total:
+        cols.append(select(func.count()).select_from(stmt.subquery()).scalar_subquery())
+    return select(*cols)
+
+
+def _from_json(row: Any, query: Query) -> Rows:
+    shape, limit = query.shape, query.limit
+    text: str = row[0]
+    more = int(row[1]) > limit
+    if more:
+        # Drop the extra row: json_agg separates elements with ", \n " and a newline never
+        # occurs inside an element (JSON escapes it in strings).
+        text = text[: text.rindex(", \n ")] + "]"
+    k = len(shape.keys)
+    last = dict(zip(shape.keys, row[2 : 2 + k], strict=True)) if more else None
+    rest = 2 + k
+    flagged = []
+    if shape.flag:
+        flagged = [i for i in (row[rest] or [])[:limit] if i is not None]
+        rest += 1
+    total = int(row[rest]) if shape.total else None
+    return Rows(orjson.Fragment(text), more, last, flagged, total)

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, bindparam, select, true
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
 from medrobotics.storage import outcomes, pages, robots
 from medrobotics.storage import telemetry as telemetry_q
-from medrobotics.storage.keyset import Key, before, next_key
-from medrobotics.storage.pages import Rows
-from medrobotics.storage.tables import procedures
+from medrobotics.storage.keyset import Key, after_key
+from medrobotics.storage.pages import Query
+from medrobotics.storage.tables import UtcDateTime, procedures
 from medrobotics.storage.tables import robots as robots_t
 from medrobotics.storage.upsert import upsert
 
@@ -52,7 +52,6 @@ def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
 
 
 def page(
-    conn: Connection,
     *,
     category: str | None = None,
     robot_id: str | None = None,
@@ -64,43 +63,58 @@ def page(
     after: Key | None = None,
     limit: int,
     phi: bool = True,
-) -> tuple[Rows, Key | None]:
-    """Return procedures newest first from `after`, and the key of the next page (or None).
+) -> Query:
+    """Return the page of procedures to read, newest first from `after`.
 
     The time range applies to `start_time`: `start` inclusive, `end` exclusive. Without `phi`
     the patient fields are left out.
     """
-    p = procedures.c
-    conds = []
-    if category is not None:
-        conds.append(p.procedure_category == category)
-    if robot_id is not None:
-        conds.append(p.robot_id == robot_id)
-    if facility_id is not None:
-        # A facility's robots are few: the IN list keeps the (robot_id, start_time) index usable.
-        fleet = select(robots_t.c.robot_id).where(robots_t.c.facility_id == facility_id)
-        conds.append(p.robot_id.in_(fleet))
-    if surgeon_id is not None:
-        conds.append(p.surgeon_id == surgeon_id)
-    if status is not None:
-        conds.append(p.status == status)
-    if start is not None:
-        conds.append(p.start_time >= start)
-    if end is not None:
-        conds.append(p.start_time < end)
+    given = {
+        "category": category,
+        "robot_id": robot_id,
+        "facility_id": facility_id,
+        "surgeon_id": surgeon_id,
+        "status": status,
+        "start": start,
+        "end": end,
+    }
+    params = {k: v for k, v in given.items() if v is not None}
     if after is not None:
-        conds.append(before(p.start_time, p.procedure_id, after))
-    rows = pages.fetch(
-        conn,
-        select(procedures).where(*conds),
-        order=[p.start_time.desc(), p.procedure_id.desc()],
-        limit=limit,
+        params["after_time"], params["after_id"] = after
+    names = tuple(params)
+    shape = pages.Shape(
+        name=("procedures", names),
+        order=_newest_first,
         omit=frozenset() if phi else frozenset(PHI_FIELDS),
         keys=KEY,
         ident="procedure_id",
         flag=PHI_FIELDS if phi else (),
     )
-    return rows, next_key(rows, KEY)
+    return Query(lambda: _listing(names), shape, params, limit)
+
+
+def _newest_first() -> list[Any]:
+    return [procedures.c.start_time.desc(), procedures.c.procedure_id.desc()]
+
+
+def _listing(names: tuple[str, ...]) -> Select[Any]:
+    # The filters given, as bound parameters: one statement per combination of filters.
+    p = procedures.c
+    conds: dict[str, Any] = {
+        "category": lambda: p.procedure_category == bindparam("category"),
+        "robot_id": lambda: p.robot_id == bindparam("robot_id"),
+        # A facility's robots are few: the IN list keeps the (robot_id, start_time) index usable.
+        "facility_id": lambda: p.robot_id.in_(
+            select(robots_t.c.robot_id).where(robots_t.c.facility_id == bindparam("facility_id"))
+        ),
+        "surgeon_id": lambda: p.surgeon_id == bindparam("surgeon_id"),
+        "status": lambda: p.status == bindparam("status"),
+        "start": lambda: p.start_time >= bindparam("start", type_=UtcDateTime),
+        "end": lambda: p.start_time < bindparam("end", type_=UtcDateTime),
+        "after_time": lambda: after_key(p.start_time, p.procedure_id),
+        "after_id": true,
+    }
+    return select(procedures).where(*[conds[n]() for n in names])
 
 
 def telemetry(conn: Connection, *, procedure_id: str, **series: Any) -> dict[str, Any] | None:

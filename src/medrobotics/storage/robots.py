@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 
 from medrobotics.domain.robots import RobotIn
 from medrobotics.storage import maintenance, pages
-from medrobotics.storage.pages import Rows
+from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import procedures, robots
 from medrobotics.storage.upsert import upsert
 
@@ -34,26 +34,27 @@ def get(conn: Connection, *, robot_id: str) -> dict[str, Any] | None:
 
 
 def page(
-    conn: Connection,
     *,
     facility_id: str | None = None,
     status: str | None = None,
     model: str | None = None,
     limit: int,
     offset: int = 0,
-) -> tuple[Rows, int]:
-    """Return one page of robots ordered by id, and how many match in all."""
-    conds = []
-    if facility_id is not None:
-        conds.append(robots.c.facility_id == facility_id)
-    if status is not None:
-        conds.append(robots.c.status == status)
-    if model is not None:
-        conds.append(robots.c.robot_model == model)
-    stmt = select(robots).where(*conds)
-    rows = pages.fetch(conn, stmt, order=[robots.c.robot_id], limit=limit, offset=offset)
-    total = conn.execute(select(func.count()).select_from(robots).where(*conds)).scalar_one()
-    return rows, int(total)
+) -> Query:
+    """Return the page of robots ordered by id (with how many match in all) to read."""
+    given = {"facility_id": facility_id, "status": status, "robot_model": model}
+    params = {k: v for k, v in given.items() if v is not None}
+    names = tuple(params)
+    shape = pages.Shape(name=("robots", names), order=_by_id, total=True)
+    return Query(lambda: _listing(names), shape, params, limit, offset)
+
+
+def _by_id() -> list[Any]:
+    return [robots.c.robot_id]
+
+
+def _listing(names: tuple[str, ...]) -> Select[Any]:
+    return select(robots).where(*[robots.c[n] == bindparam(n) for n in names])
 
 
 def detail(conn: Connection, *, robot_id: str) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,7 +135,8 @@ def summary(conn: Connection, *, procedure_id: str) -> dict[str, Any]:
     however many samples the procedure has, including samples since moved to the lake.
     """
     stmt = select(telemetry_summary).where(telemetry_summary.c.procedure_id == procedure_id)
-    row = conn.execute(stmt).mappings().first() or {}
+    found = conn.execute(stmt).mappings().first()
+    row: dict[str, Any] = dict(found) if found is not None else {}
     channels = {}
     for name in READINGS:
         count, total = int(row.get(f"{name}_count", 0)), row.get(f"{name}_sum")
