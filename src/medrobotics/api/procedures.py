@@ -85,13 +85,12 @@ async def list_procedures(
     response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
 )
-def get_procedure(procedure_id: PathId, engine: EngineDep, caller: CallerDep) -> Any:
+async def get_procedure(procedure_id: PathId, reader: ReaderDep, caller: CallerDep) -> Any:
     """Show a procedure with its robot, its outcome and a summary of its telemetry."""
-    with reading(engine) as conn:
-        item = procedures.detail(conn, procedure_id=procedure_id)
-    if item is None:
+    row = await reader.first(procedures.detail_select(), {"procedure_id": procedure_id})
+    if row is None:
         raise NotFound(f"no procedure {procedure_id!r}")
-    return respond(caller, item)
+    return await respond(caller, procedures.detail_from(row))
 
 
 @router.get("/{procedure_id}/telemetry", response_model=TelemetrySeries, responses=ERROR_RESPONSES)

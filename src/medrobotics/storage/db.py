@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -105,15 +107,35 @@ class Reader:
         """Read one page."""
         if self.pool is None:
             return await anyio.to_thread.run_sync(self._page, query)
+        async with self._connection() as conn:
+            return await pages.fetch_async(conn, query)
+
+    async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Mapping[str, Any] | None:
+        """Return the first row of `stmt` (built once, reused) as a mapping, or None."""
+        if self.pool is None:
+            return await anyio.to_thread.run_sync(self._first, stmt, params)
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(pages.postgres_sql(stmt), params)
+            return await cur.fetchone()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        assert self.pool is not None
         try:
             async with self.pool.connection() as conn:
-                return await pages.fetch_async(conn, query)
+                yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise Unavailable("database unavailable") from exc
 
     def _page(self, query: Query) -> Rows:
         with reading(self.engine) as conn:
             return pages.fetch(conn, query)
+
+    def _first(self, stmt: Select[Any], params: dict[str, Any]) -> Mapping[str, Any] | None:
+        with reading(self.engine) as conn:
+            row = conn.execute(stmt, params).mappings().first()
+            return dict(row) if row is not None else None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

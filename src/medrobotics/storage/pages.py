@@ -81,6 +81,7 @@ class Query:
 
 _POSTGRES = PGDialect_psycopg()
 _sql: dict[Shape, str] = {}
+_statements: dict[Select[Any], str] = {}
 _plain_stmts: dict[Shape, tuple[Select[Any], Select[Any] | None]] = {}
 
 
@@ -115,9 +116,15 @@ async def fetch_async(conn: AsyncConnection[Any], query: Query) -> Rows:
 def _postgres_sql(query: Query) -> str:
     sql = _sql.get(query.shape)
     if sql is None:
-        sql = _sql[query.shape] = (
-            _json(query.build(), query.shape).compile(dialect=_POSTGRES).string
-        )
+        sql = _sql[query.shape] = postgres_sql(_json(query.build(), query.shape))
+    return sql
+
+
+def postgres_sql(stmt: Select[Any]) -> str:
+    """Return the SQL text of a statement for psycopg (cached per statement object)."""
+    sql = _statements.get(stmt)
+    if sql is None:
+        sql = _statements[stmt] = stmt.compile(dialect=_POSTGRES).string
     return sql
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, true
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
-from medrobotics.storage import outcomes, pages, robots
+from medrobotics.storage import pages
 from medrobotics.storage import telemetry as telemetry_q
 from medrobotics.storage.keyset import Key, after_key
 from medrobotics.storage.pages import Query
-from medrobotics.storage.tables import UtcDateTime, procedures
+from medrobotics.storage.tables import UtcDateTime, procedures, telemetry_summary
+from medrobotics.storage.tables import outcomes as outcomes_t
 from medrobotics.storage.tables import robots as robots_t
 from medrobotics.storage.upsert import upsert
 
@@ -42,12 +44,44 @@ def get(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
 
 def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     """Return a procedure with its robot, its outcome and its telemetry summary, or None."""
-    item = get(conn, procedure_id=procedure_id)
-    if item is None:
-        return None
-    item["robot"] = robots.get(conn, robot_id=item["robot_id"])
-    item["outcome"] = outcomes.get(conn, procedure_id=procedure_id)
-    item["telemetry"] = telemetry_q.summary(conn, procedure_id=procedure_id)
+    row = conn.execute(detail_select(), {"procedure_id": procedure_id}).mappings().first()
+    return detail_from(dict(row)) if row is not None else None
+
+
+@cache
+def detail_select() -> Select[Any]:
+    """Return the one statement behind a procedure's detail (parameter `procedure_id`)."""
+    p, s = procedures, telemetry_summary
+    r, o = robots_t.alias("r"), outcomes_t.alias("o")
+    cols = [c.label(f"p_{c.key}") for c in p.c]
+    cols += [c.label(f"r_{c.key}") for c in r.c]
+    cols += [c.label(f"o_{c.key}") for c in o.c]
+    cols += [c.label(f"s_{c.key}") for c in s.c]
+    joined = (
+        p.outerjoin(r, r.c.robot_id == p.c.robot_id)
+        .outerjoin(o, o.c.procedure_id == p.c.procedure_id)
+        .outerjoin(s, s.c.procedure_id == p.c.procedure_id)
+    )
+    return select(*cols).select_from(joined).where(p.c.procedure_id == bindparam("procedure_id"))
+
+
+def detail_from(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Shape a row of `detail_select` as the procedure's detail."""
+    item = {c.key: row[f"p_{c.key}"] for c in procedures.c}
+    item["robot"] = (
+        {c.key: row[f"r_{c.key}"] for c in robots_t.c} if row["r_robot_id"] is not None else None
+    )
+    outcome = None
+    if row["o_procedure_id"] is not None:
+        outcome = {c.key: row[f"o_{c.key}"] for c in outcomes_t.c}
+        # As the outcome endpoints show it: with its procedure's robot, category and start.
+        for name in ("robot_id", "procedure_category", "start_time"):
+            outcome[name] = item[name]
+    item["outcome"] = outcome
+    summary = None
+    if row["s_procedure_id"] is not None:
+        summary = {c.key: row[f"s_{c.key}"] for c in telemetry_summary.c}
+    item["telemetry"] = telemetry_q.summarize(summary)
     return item
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 
 from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
 from medrobotics.errors import InvalidInput
-from medrobotics.storage.tables import telemetry, telemetry_summary
+from medrobotics.storage.tables import telemetry
 
 Row = Sequence[Any]
 """One sample's values in `COLUMNS` order."""
@@ -128,15 +128,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def summary(conn: Connection, *, procedure_id: str) -> dict[str, Any]:
-    """Return a procedure's sample count, first and last time, and per-channel statistics.
+def summarize(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Shape a procedure's `telemetry_summary` row (None: no samples) as its summary.
 
-    Reads the summary row the database keeps on every insert (migration 0004): one key lookup
-    however many samples the procedure has, including samples since moved to the lake.
+    The database keeps that row on every insert (migration 0004), so a procedure's summary
+    is one key lookup however many samples it has, including samples since moved to the lake.
     """
-    stmt = select(telemetry_summary).where(telemetry_summary.c.procedure_id == procedure_id)
-    found = conn.execute(stmt).mappings().first()
-    row: dict[str, Any] = dict(found) if found is not None else {}
+    row = row or {}
     channels = {}
     for name in READINGS:
         count, total = int(row.get(f"{name}_count", 0)), row.get(f"{name}_sum")
