@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
+from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__, metrics
 from medrobotics.auth import Guard, require
@@ -33,6 +34,7 @@ from medrobotics.domain.telemetry import (
 from medrobotics.domain.types import UtcDateTime
 from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
+from medrobotics.ingestion.fast import FastTelemetry
 from medrobotics.ingestion.flows import ENTITIES, KINDS, Entity
 from medrobotics.ingestion.writer import GroupWriter
 from medrobotics.storage import archive
@@ -106,6 +108,24 @@ class IngestStats(BaseModel):
     generated_at: UtcDateTime
 
 
+class IngestionApp(FastAPI):
+    """The FastAPI app, behind the fast path for single-sample posts (see ingestion.fast)."""
+
+    fast: FastTelemetry | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/ingest/telemetry"
+            and scope["method"] == "POST"
+        ):
+            await fast(scope, receive, send, super().__call__)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the ingestion service for `settings`."""
     engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
@@ -133,7 +153,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 # Lets a window in progress finish (bounded by the lake client's timeouts).
                 await archiver
 
-    app = FastAPI(
+    app = IngestionApp(
         title="medrobotics data ingestion",
         version=__version__,
         description="Receives telemetry, procedures, outcomes, robots and maintenance records.",
@@ -148,7 +168,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.writer = writer
-    app.state.guard = Guard(engine, settings)
+    app.state.guard = guard = Guard(engine, settings)
+    app.fast = FastTelemetry(service=SERVICE, settings=settings, guard=guard, writer=writer)
     writes = [Depends(require("ingest:write"))]
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
