@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from medrobotics import auth, config, metrics
+from medrobotics import auth, config, logs, metrics
 from medrobotics.ingestion.app import IngestionApp, create_app
 from medrobotics.storage.tables import telemetry
+from tests import conftest
 from tests.conftest import GUIDE_SAMPLE
 
 RID = {"x-request-id": "req-fast-1"}
@@ -213,3 +215,21 @@ def test_answers_match_with_keys(locked: TestClient, engine: Engine) -> None:
 
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+def test_access_lines_match(client: TestClient, request: pytest.FixtureRequest) -> None:
+    out = io.StringIO()
+    logs.configure(service="tests", fmt="json", level="INFO", stream=out)
+    try:
+        one, two, taken = both(client, json.dumps(sample(1)).encode(), JSON | RID)
+    finally:
+        stream = request.config.stash[conftest._LOG_STREAM]
+        logs.configure(service="tests", fmt="json", level="DEBUG", stream=stream)
+    assert taken and one == two
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    access = [x for x in lines if x.get("event") == "request"]
+    assert len(access) == 2
+    for line in access:
+        del line["time"], line["duration_ms"]
+    assert access[0] == access[1]
+    assert access[0]["request_id"] == "req-fast-1" and access[0]["status"] == 201

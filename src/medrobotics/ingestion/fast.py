@@ -12,6 +12,7 @@ and the OpenAPI document's source.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -123,6 +124,8 @@ class FastTelemetry:
         self.taken += 1
         elapsed = time.perf_counter() - start
         self.answers.observe(elapsed)
+        if not _info_on():  # the access line would be dropped: skip building it
+            return
         trace = (_text(headers.get(b"x-amzn-trace-id")) or "")[:256] or None
         client = scope.get("client")
         with structlog.contextvars.bound_contextvars(
@@ -139,6 +142,17 @@ class FastTelemetry:
 
 
 _IDENTITY = (b"", b"identity")
+_INFO: dict[Any, bool] = {}
+
+
+def _info_on() -> bool:
+    # Read per request (logging may be configured after the app is built), cached per class.
+    wrapper = structlog.get_config()["wrapper_class"]
+    on = _INFO.get(wrapper)
+    if on is None:
+        probe = getattr(wrapper, "is_enabled_for", None)
+        on = _INFO[wrapper] = True if probe is None else bool(probe(None, logging.INFO))
+    return on
 
 
 def _text(value: bytes | None) -> str | None:
