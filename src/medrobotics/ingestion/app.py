@@ -309,10 +309,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             if details:
                 fields = ", ".join(sorted({d["field"] for d in details})[:10])
                 raise InvalidInput(f"invalid record: {fields}", details=details)
-            if chunk:
-                written += await stream.add(chunk, base=received - len(chunk))
             gzipped = None if kept is None else b"".join(kept) + packer.flush()
-            await stream.commit(gzipped=gzipped, digest=digest.hexdigest(), received=received)
+            written += await stream.commit(
+                chunk,
+                base=received - len(chunk),
+                gzipped=gzipped,
+                digest=digest.hexdigest(),
+                received=received,
+            )
         finally:
             await stream.close()
         metrics.received(entity, received, batch=True)
@@ -363,16 +367,30 @@ class _Stream:
             self._conn = self._cm.__enter__()
         return flows.write_in(self._conn, self.entity, items, base=base)
 
-    async def commit(self, *, gzipped: bytes | None, digest: str, received: int) -> None:
-        """Keep the batch's payload in the same transaction as its records, then commit."""
-        if self._cm is not None:
-            await anyio.to_thread.run_sync(self._keep, gzipped, digest, received)
-            cm, self._cm, self._conn = self._cm, None, None
-            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+    async def commit(
+        self, items: list[Any], *, base: int, gzipped: bytes | None, digest: str, received: int
+    ) -> int:
+        """Write the last records, keep the batch's payload with them, and commit.
 
-    def _keep(self, gzipped: bytes | None, digest: str, received: int) -> None:
+        One thread hop for all three: a stream that fits in one chunk pays for one.
+        """
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                self._finish, items, base=base, gzipped=gzipped, digest=digest, received=received
+            )
+        )
+
+    def _finish(
+        self, items: list[Any], *, base: int, gzipped: bytes | None, digest: str, received: int
+    ) -> int:
+        written = self._add(items, base) if items else 0
+        if self._cm is None:
+            return written
         item = batches_q.Payload(digest, self.entity, received, gzipped)
         flows.keep_batch(self._conn, item)
+        cm, self._cm, self._conn = self._cm, None, None
+        cm.__exit__(None, None, None)
+        return written
 
     async def close(self) -> None:
         """Roll back whatever was not committed."""
