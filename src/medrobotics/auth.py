@@ -48,6 +48,11 @@ class Principal:
 OPEN = Principal(name="anonymous (authentication off)", scopes=frozenset(SCOPES))
 
 
+def _token(presented: str) -> str:
+    # The cache is keyed by a digest of the key so that it never holds a usable key.
+    return hashlib.sha256(presented.encode()).hexdigest()
+
+
 def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
@@ -120,25 +125,38 @@ class Guard:
             return OPEN
         if not presented:
             raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
-        boot = self.settings.bootstrap_key
-        if boot is not None and hmac.compare_digest(presented, boot.get_secret_value()):
-            return Principal(name="bootstrap", scopes=frozenset(SCOPES))
-        # Cache by a digest of the key so the cache never holds a usable key.
-        token = hashlib.sha256(presented.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._cache.get(token)
-        if hit is not None and hit[0] > now:
-            found = hit[1]
+        known = self._known(presented)
+        if known is not None:
+            found = known[0]
         else:
             found = await anyio.to_thread.run_sync(self._lookup, presented)
             ttl = self.settings.auth_cache_seconds
             if ttl > 0:
                 if len(self._cache) >= CACHE_MAX:
                     self._cache.clear()  # bounded: random keys sent by a scanner cannot grow it
-                self._cache[token] = (now + ttl, found)
+                self._cache[_token(presented)] = (time.monotonic() + ttl, found)
         if found is None:
             raise Unauthorized("API key not valid (unknown, revoked or expired)")
         return found
+
+    def cached(self, presented: str | None) -> Principal | None:
+        """Return who holds `presented` when that is known without I/O and valid, else None."""
+        if not self.settings.auth_required:
+            return OPEN
+        if not presented:
+            return None
+        known = self._known(presented)
+        return None if known is None else known[0]
+
+    def _known(self, presented: str) -> tuple[Principal | None] | None:
+        # The bootstrap key, or a fresh cache entry (which may say "not valid"); None: look up.
+        boot = self.settings.bootstrap_key
+        if boot is not None and hmac.compare_digest(presented, boot.get_secret_value()):
+            return (Principal(name="bootstrap", scopes=frozenset(SCOPES)),)
+        hit = self._cache.get(_token(presented))
+        if hit is not None and hit[0] > time.monotonic():
+            return (hit[1],)
+        return None
 
     def _lookup(self, presented: str) -> Principal | None:
         parsed = _parse(presented)
@@ -178,11 +196,15 @@ class Guard:
 
 def presented_key(request: Request) -> str | None:
     """Return the key the client sent (Authorization: Bearer, or X-API-Key)."""
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
+    return key_of(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+
+def key_of(authorization: str | None, api_key: str | None) -> str | None:
+    """Return the key from the Authorization and X-API-Key header values (Bearer first)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
         return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-    return request.headers.get("x-api-key") or None
+    return api_key or None
 
 
 _BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")

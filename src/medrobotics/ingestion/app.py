@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from sqlalchemy import Engine
+from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__, metrics
 from medrobotics.auth import Guard, require
@@ -33,6 +34,7 @@ from medrobotics.domain.telemetry import (
 from medrobotics.domain.types import UtcDateTime
 from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
+from medrobotics.ingestion.fast import FastTelemetry
 from medrobotics.ingestion.flows import ENTITIES, KINDS, Entity
 from medrobotics.ingestion.writer import GroupWriter
 from medrobotics.storage import archive
@@ -106,6 +108,24 @@ class IngestStats(BaseModel):
     generated_at: UtcDateTime
 
 
+class IngestionApp(FastAPI):
+    """The FastAPI app, behind the fast path for single-sample posts (see ingestion.fast)."""
+
+    fast: FastTelemetry | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/ingest/telemetry"
+            and scope["method"] == "POST"
+        ):
+            await fast(scope, receive, send, super().__call__)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the ingestion service for `settings`."""
     engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
@@ -133,7 +153,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 # Lets a window in progress finish (bounded by the lake client's timeouts).
                 await archiver
 
-    app = FastAPI(
+    app = IngestionApp(
         title="medrobotics data ingestion",
         version=__version__,
         description="Receives telemetry, procedures, outcomes, robots and maintenance records.",
@@ -148,7 +168,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.writer = writer
-    app.state.guard = Guard(engine, settings)
+    app.state.guard = guard = Guard(engine, settings)
+    app.fast = FastTelemetry(service=SERVICE, settings=settings, guard=guard, writer=writer)
     writes = [Depends(require("ingest:write"))]
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
@@ -288,10 +309,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             if details:
                 fields = ", ".join(sorted({d["field"] for d in details})[:10])
                 raise InvalidInput(f"invalid record: {fields}", details=details)
-            if chunk:
-                written += await stream.add(chunk, base=received - len(chunk))
             gzipped = None if kept is None else b"".join(kept) + packer.flush()
-            await stream.commit(gzipped=gzipped, digest=digest.hexdigest(), received=received)
+            written += await stream.commit(
+                chunk,
+                base=received - len(chunk),
+                gzipped=gzipped,
+                digest=digest.hexdigest(),
+                received=received,
+            )
         finally:
             await stream.close()
         metrics.received(entity, received, batch=True)
@@ -342,16 +367,30 @@ class _Stream:
             self._conn = self._cm.__enter__()
         return flows.write_in(self._conn, self.entity, items, base=base)
 
-    async def commit(self, *, gzipped: bytes | None, digest: str, received: int) -> None:
-        """Keep the batch's payload in the same transaction as its records, then commit."""
-        if self._cm is not None:
-            await anyio.to_thread.run_sync(self._keep, gzipped, digest, received)
-            cm, self._cm, self._conn = self._cm, None, None
-            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+    async def commit(
+        self, items: list[Any], *, base: int, gzipped: bytes | None, digest: str, received: int
+    ) -> int:
+        """Write the last records, keep the batch's payload with them, and commit.
 
-    def _keep(self, gzipped: bytes | None, digest: str, received: int) -> None:
+        One thread hop for all three: a stream that fits in one chunk pays for one.
+        """
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                self._finish, items, base=base, gzipped=gzipped, digest=digest, received=received
+            )
+        )
+
+    def _finish(
+        self, items: list[Any], *, base: int, gzipped: bytes | None, digest: str, received: int
+    ) -> int:
+        written = self._add(items, base) if items else 0
+        if self._cm is None:
+            return written
         item = batches_q.Payload(digest, self.entity, received, gzipped)
         flows.keep_batch(self._conn, item)
+        cm, self._cm, self._conn = self._cm, None, None
+        cm.__exit__(None, None, None)
+        return written
 
     async def close(self) -> None:
         """Roll back whatever was not committed."""

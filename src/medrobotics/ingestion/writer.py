@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from typing import Any
 
-import anyio.to_thread
 from sqlalchemy import Engine
 
 from medrobotics import logs, metrics
@@ -22,6 +23,10 @@ from medrobotics.storage.telemetry import Row
 
 log = logs.get("medrobotics.ingestion.writer")
 MAX_FLUSH = 20_000  # samples per transaction: bounds the time any one commit holds locks
+# Commits in flight at once: while one waits on the database the next one fills, so a
+# round trip's latency does not cap throughput at (connections / latency).
+FLUSHES = 2
+_KEY = itemgetter(0, 1, 2)  # procedure_id, robot_id, timestamp: the primary key
 
 
 class GroupWriter:
@@ -33,6 +38,10 @@ class GroupWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(FLUSHES)
+        # Its own threads: flushes never queue behind request handlers for a worker thread.
+        self._threads = ThreadPoolExecutor(FLUSHES, thread_name_prefix="group-writer")
 
     def start(self) -> None:
         """Start the flushing task on the running loop."""
@@ -53,31 +62,47 @@ class GroupWriter:
         self._wake.set()
         if self._task is not None:
             await self._task
+        self._threads.shutdown(wait=True)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                await self._slots.acquire()
                 batch, size = [], 0
                 while self._pending and size < MAX_FLUSH:
                     entry = self._pending.popleft()
                     batch.append(entry)
                     size += len(entry[0])
-                await self._flush(batch)
+                task = loop.create_task(self._flush(batch))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
             if self._closing:
-                return
+                while self._flushes:
+                    await asyncio.gather(*self._flushes)
+                if not self._pending:
+                    return
 
     async def _flush(self, batch: list[tuple[Sequence[Row], asyncio.Future[int]]]) -> None:
-        items: list[Any] = [s for entry in batch for s in entry[0]]
         try:
-            written = await anyio.to_thread.run_sync(flows.write, self.engine, "telemetry", items)
-        except Exception as exc:  # every waiter gets the failure; nothing was committed
+            loop = asyncio.get_running_loop()
+            try:
+                # In key order: two flushes in flight that share samples (a re-send) then take
+                # their row locks in the same order and cannot deadlock.
+                items: list[Any] = sorted((s for entry in batch for s in entry[0]), key=_KEY)
+                written = await loop.run_in_executor(
+                    self._threads, flows.write, self.engine, "telemetry", items
+                )
+            except Exception as exc:  # every waiter gets the failure; nothing was committed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            metrics.written("telemetry", written)
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
-            return
-        metrics.written("telemetry", written)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(written)
+                    future.set_result(written)
+        finally:
+            self._slots.release()
