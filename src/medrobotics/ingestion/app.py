@@ -289,18 +289,21 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         kept_bytes = 0
         packer = zlib.compressobj(batches_q.GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip format
         try:
-            async for first, lines in body.line_batches(request, limit=settings.max_stream_bytes):
-                blob = b"\n".join(lines) + b"\n"
+            async for blob in body.line_batches(request, limit=settings.max_stream_bytes):
                 digest.update(blob)
                 if kept is not None:
                     kept_bytes += len(blob)
                     kept = kept if kept_bytes <= limit else None
                     if kept is not None:
                         kept.append(packer.compress(blob))  # compressed as it streams
-                received += len(lines)
+                first = received
                 rows = fast_lines(blob) if fast is not None else None
                 if rows is None:  # some line is not plainly valid: record by record
+                    lines = [line for line in blob.split(b"\n") if line.strip()]
                     rows = _records(lines, first, adapter, fast, details)
+                    received += len(lines)
+                else:
+                    received += len(rows)
                 chunk.extend(rows)
                 if len(chunk) >= NDJSON_CHUNK:
                     if not details:

@@ -70,19 +70,19 @@ async def read(request: Request, *, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def line_batches(request: Request, *, limit: int) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """Yield NDJSON records as they arrive: (index of the first, its lines), blank lines dropped.
+async def line_batches(request: Request, *, limit: int) -> AsyncIterator[bytes]:
+    """Yield the NDJSON body as it arrives, in blocks of whole lines (each ending in a newline).
 
-    Whole network chunks at a time: a yield per line would cost more than decoding it.
+    Whole network chunks at a time, cut at their last newline and never split into lines
+    here: a yield or a copy per line would cost more than decoding it.
     """
     pending = b""
-    index = 0
     async for chunk in chunks(request, limit=limit):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        lines = [line for line in complete if line.strip()]
-        if lines:
-            yield index, lines
-            index += len(lines)
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            pending += chunk
+            continue
+        block, pending = pending + chunk[: cut + 1], chunk[cut + 1 :]
+        yield block
     if pending.strip():
-        yield index, [pending]
+        yield pending + b"\n"
