@@ -1,0 +1,454 @@
+"""Analytics roll-ups: daily and monthly sums of procedures and outcomes, kept by triggers.
+
+A year of procedures is ~500,000 rows; the analytics endpoints read whole days (and, per
+robot, whole months) from these tables instead, and only a partial first and last day from
+the base tables. The database keeps them exact on every insert, update, delete and truncate,
+whoever writes (the services, bulk SQL, COPY):
+
+- PostgreSQL: statement-level triggers with transition tables, so a bulk statement costs one
+  grouped upsert per roll-up, touching rows in key order (concurrent writers never deadlock
+  on them). An outcome's day and category come from its procedure, read FOR SHARE so a
+  concurrent change of that procedure is either seen here or moves this outcome itself.
+- SQLite: row-level triggers (one writer at a time).
+
+Deleting a procedure first deletes its outcome, while the procedure still names the outcome's
+day and category; the cascade then finds nothing. Counts of non-null values go with every
+sum so means are exact; rows whose counts fall to zero stay and are skipped by the readers.
+
+Revision ID: 0005
+Revises: 0003
+"""
+
+# Every statement here is assembled from this file's constants, never from input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+KEY = sa.String(length=128)
+SHORT = sa.String(length=20)
+
+
+def _counts(*names: str) -> list[sa.Column[int]]:
+    return [sa.Column(n, sa.Integer(), nullable=False, server_default="0") for n in names]
+
+
+def _sums(*names: str) -> list[sa.Column[float]]:
+    return [sa.Column(n, sa.Double(), nullable=False, server_default="0") for n in names]
+
+
+# Roll-up columns and how one procedure or outcome row (alias `x`) contributes to each.
+PROCEDURE_DAY = {
+    "procedures": "1",
+    "duration_sum": "coalesce(x.duration_minutes, 0)",
+    "duration_n": "CASE WHEN x.duration_minutes IS NULL THEN 0 ELSE 1 END",
+    "complexity_sum": "coalesce(x.complexity_score, 0)",
+    "complexity_n": "CASE WHEN x.complexity_score IS NULL THEN 0 ELSE 1 END",
+}
+ROBOT_USE = {"procedures": "1", "duration_sum": "coalesce(x.duration_minutes, 0)"}
+OUTCOME_DAY = {
+    "outcomes": "1",
+    "with_complications": "CASE WHEN {length}(x.complications) > 0 THEN 1 ELSE 0 END",
+    "readmitted": "CASE WHEN x.readmission_30day THEN 1 ELSE 0 END",
+    "blood_loss_sum": "coalesce(x.blood_loss_ml, 0)",
+    "blood_loss_n": "CASE WHEN x.blood_loss_ml IS NULL THEN 0 ELSE 1 END",
+    "stay_sum": "coalesce(x.hospital_stay_days, 0)",
+    "stay_n": "CASE WHEN x.hospital_stay_days IS NULL THEN 0 ELSE 1 END",
+    "satisfaction_sum": "coalesce(x.patient_satisfaction_score, 0)",
+    "satisfaction_n": "CASE WHEN x.patient_satisfaction_score IS NULL THEN 0 ELSE 1 END",
+}
+# Columns of a procedure whose change moves or changes its contribution.
+PROCEDURE_INPUTS = (
+    "robot_id",
+    "procedure_category",
+    "status",
+    "start_time",
+    "duration_minutes",
+    "complexity_score",
+)
+OUTCOME_INPUTS = (
+    "success_status",
+    "complications",
+    "readmission_30day",
+    "blood_loss_ml",
+    "hospital_stay_days",
+    "patient_satisfaction_score",
+)
+ROLLUPS = ("procedure_days", "robot_days", "robot_months", "outcome_days")
+
+
+def _create_tables() -> None:
+    op.create_table(
+        "procedure_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("procedure_category", SHORT, nullable=False),
+        sa.Column("status", SHORT, nullable=False),
+        *_counts("procedures", "duration_n", "complexity_n"),
+        *_sums("duration_sum", "complexity_sum"),
+        sa.PrimaryKeyConstraint(
+            "day", "procedure_category", "status", name=op.f("pk_procedure_days")
+        ),
+    )
+    for name, period in (("robot_days", "day"), ("robot_months", "month")):
+        op.create_table(
+            name,
+            sa.Column(period, sa.Date(), nullable=False),
+            sa.Column("robot_id", KEY, nullable=False),
+            *_counts("procedures"),
+            *_sums("duration_sum"),
+            sa.PrimaryKeyConstraint(period, "robot_id", name=op.f(f"pk_{name}")),
+        )
+    # A robot's last day in use (robot-utilization's last_used_at): one backward index step.
+    op.create_index("ix_robot_days_robot", "robot_days", ["robot_id", "day"])
+    op.create_table(
+        "outcome_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("procedure_category", SHORT, nullable=False),
+        sa.Column("success_status", SHORT, nullable=False),
+        *_counts(
+            "outcomes",
+            "with_complications",
+            "readmitted",
+            "blood_loss_n",
+            "stay_n",
+            "satisfaction_n",
+        ),
+        *_sums("blood_loss_sum", "stay_sum", "satisfaction_sum"),
+        sa.PrimaryKeyConstraint(
+            "day", "procedure_category", "success_status", name=op.f("pk_outcome_days")
+        ),
+    )
+
+
+class Dialect:
+    """The SQL that differs between PostgreSQL and SQLite."""
+
+    def __init__(self, name: str) -> None:
+        self.pg = name == "postgresql"
+        self.length = "jsonb_array_length" if self.pg else "json_array_length"
+
+    def day(self, ts: str) -> str:
+        return f"({ts} AT TIME ZONE 'UTC')::date" if self.pg else f"date({ts})"
+
+    def month(self, ts: str) -> str:
+        if self.pg:
+            return f"date_trunc('month', {ts} AT TIME ZONE 'UTC')::date"
+        return f"strftime('%Y-%m-01', {ts})"
+
+
+def _upsert(table: str, keys: list[tuple[str, str]], values: dict[str, str], source: str) -> str:
+    """Add the signed contributions of `source` rows (`x`, with `sign`) to `table`, in key order."""
+    key_names = ", ".join(k for k, _ in keys)
+    names = [*dict(keys), *values]
+    exprs = [e for _, e in keys] + [f"sum(x.sign * {e})" for e in values.values()]
+    order = ", ".join(str(i + 1) for i in range(len(keys)))
+    sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in values)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)})\n"
+        # WHERE: SQLite's upsert after a SELECT needs one to parse ON CONFLICT.
+        f"SELECT {', '.join(exprs)}\nFROM ({source}) AS x WHERE true\n"
+        f"GROUP BY {order} ORDER BY {order}\n"
+        f"ON CONFLICT ({key_names}) DO UPDATE SET {sets}"
+    )
+
+
+def _procedure_statements(d: Dialect, source: str) -> list[str]:
+    """Statements applying signed procedure rows to the procedure roll-ups."""
+    used = f"SELECT * FROM ({source}) AS u WHERE u.status <> 'cancelled'"
+    return [
+        _upsert(
+            "procedure_days",
+            [
+                ("day", d.day("x.start_time")),
+                ("procedure_category", "x.procedure_category"),
+                ("status", "x.status"),
+            ],
+            PROCEDURE_DAY,
+            source,
+        ),
+        _upsert(
+            "robot_days",
+            [("day", d.day("x.start_time")), ("robot_id", "x.robot_id")],
+            ROBOT_USE,
+            used,
+        ),
+        _upsert(
+            "robot_months",
+            [("month", d.month("x.start_time")), ("robot_id", "x.robot_id")],
+            ROBOT_USE,
+            used,
+        ),
+    ]
+
+
+def _outcome_statement(d: Dialect, source: str) -> str:
+    """Apply signed outcome rows joined to their procedure (`start_time`, `category`)."""
+    values = {k: v.format(length=d.length) for k, v in OUTCOME_DAY.items()}
+    return _upsert(
+        "outcome_days",
+        [
+            ("day", d.day("x.start_time")),
+            ("procedure_category", "x.procedure_category"),
+            ("success_status", "x.success_status"),
+        ],
+        values,
+        source,
+    )
+
+
+def _differs(
+    columns: tuple[str, ...], old: str = "o", new: str = "n", op: str = "IS DISTINCT FROM"
+) -> str:
+    return "(" + " OR ".join(f"{old}.{c} {op} {new}.{c}" for c in columns) + ")"
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+PG_LOCKED = (
+    # Read the outcome's procedure FOR SHARE, in key order: a concurrent procedure update
+    # either commits first (and is read here) or waits and then moves this outcome itself.
+    "SELECT procedure_id, start_time, procedure_category FROM procedures "
+    "WHERE procedure_id IN (SELECT procedure_id FROM {rows}) "
+    "ORDER BY procedure_id FOR SHARE"
+)
+
+
+def _pg_function(name: str, statements: list[str]) -> str:
+    body = ";\n".join(statements)
+    return (
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n{body};\nRETURN NULL;\nEND $$"
+    )
+
+
+def _pg_procedure_functions(d: Dialect) -> dict[str, list[str]]:
+    cols = ", ".join(f"{{t}}.{c}" for c in ("procedure_id", *PROCEDURE_INPUTS))
+    changed = (
+        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
+        f"WHERE {_differs(PROCEDURE_INPUTS)}"
+    )
+    moved = (
+        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
+        "WHERE (o.start_time, o.procedure_category) IS DISTINCT FROM "
+        "(n.start_time, n.procedure_category)"
+    )
+    ins = f"SELECT 1 AS sign, {cols.format(t='n')} FROM new_rows n"
+    upd = (
+        f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o "
+        f"WHERE o.procedure_id IN ({changed}) UNION ALL "
+        f"SELECT 1, {cols.format(t='n')} FROM new_rows n WHERE n.procedure_id IN ({changed})"
+    )
+    dele = f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o"
+    # A procedure that changes day or category moves its outcome (read here, after the
+    # procedure rows are locked by this statement) from the old group to the new one.
+    outcome_cols = ", ".join(f"c.{c}" for c in ("success_status", *OUTCOME_INPUTS[1:]))
+    move = (
+        f"SELECT -1 AS sign, o.start_time, o.procedure_category, {outcome_cols} "
+        f"FROM old_rows o JOIN outcomes c USING (procedure_id) "
+        f"WHERE o.procedure_id IN ({moved}) UNION ALL "
+        f"SELECT 1, n.start_time, n.procedure_category, {outcome_cols} "
+        f"FROM new_rows n JOIN outcomes c USING (procedure_id) "
+        f"WHERE n.procedure_id IN ({moved})"
+    )
+    return {
+        "INSERT": _procedure_statements(d, ins),
+        "UPDATE": [*_procedure_statements(d, upd), _outcome_statement(d, move)],
+        "DELETE": _procedure_statements(d, dele),
+    }
+
+
+def _pg_outcome_functions(d: Dialect) -> dict[str, list[str]]:
+    cols = ", ".join(f"{{t}}.{c}" for c in OUTCOME_INPUTS)
+
+    def joined(sign: str, rows: str, where: str = "") -> str:
+        return (
+            f"SELECT {sign} AS sign, p.start_time, p.procedure_category, {cols.format(t='r')} "
+            f"FROM {rows} r JOIN ({PG_LOCKED.format(rows=rows)}) p USING (procedure_id){where}"
+        )
+
+    changed = (
+        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
+        f"WHERE {_differs(OUTCOME_INPUTS)}"
+    )
+    where = f" WHERE r.procedure_id IN ({changed})"
+    return {
+        "INSERT": [_outcome_statement(d, joined("1", "new_rows"))],
+        "UPDATE": [
+            _outcome_statement(
+                d, f"{joined('-1', 'old_rows', where)} UNION ALL {joined('1', 'new_rows', where)}"
+            )
+        ],
+        "DELETE": [_outcome_statement(d, joined("-1", "old_rows"))],
+    }
+
+
+def _pg_upgrade(d: Dialect) -> None:
+    for table, functions in (
+        ("procedures", _pg_procedure_functions(d)),
+        ("outcomes", _pg_outcome_functions(d)),
+    ):
+        for event, statements in functions.items():
+            name = f"{table}_rollup_{event.lower()}"
+            op.execute(_pg_function(name, statements))
+            refs = {
+                "INSERT": "NEW TABLE AS new_rows",
+                "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+                "DELETE": "OLD TABLE AS old_rows",
+            }[event]
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {refs} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+            )
+    # The outcome goes first, while its procedure still gives its day and category.
+    op.execute(
+        "CREATE FUNCTION procedures_rollup_unlink() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\nDELETE FROM outcomes WHERE procedure_id = OLD.procedure_id;\nRETURN OLD;\n"
+        "END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER procedures_rollup_unlink BEFORE DELETE ON procedures "
+        "FOR EACH ROW EXECUTE FUNCTION procedures_rollup_unlink()"
+    )
+    for table, targets in (("procedures", ROLLUPS), ("outcomes", ("outcome_days",))):
+        name = f"{table}_rollup_truncate"
+        op.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            # DELETE: a TRUNCATE naming the roll-ups too has them open in this session.
+            "BEGIN\n" + "".join(f"DELETE FROM {t};\n" for t in targets) + "RETURN NULL;\nEND $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER {name} AFTER TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+        )
+
+
+def _pg_downgrade() -> None:
+    for table in ("procedures", "outcomes"):
+        for event in ("insert", "update", "delete", "truncate"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_rollup_{event} ON {table}")
+            op.execute(f"DROP FUNCTION IF EXISTS {table}_rollup_{event}()")
+    op.execute("DROP TRIGGER IF EXISTS procedures_rollup_unlink ON procedures")
+    op.execute("DROP FUNCTION IF EXISTS procedures_rollup_unlink()")
+
+
+# --- SQLite ---------------------------------------------------------------------------------
+
+
+def _row(sign: str, ref: str, columns: tuple[str, ...], extra: str = "") -> str:
+    cols = ", ".join(f"{ref}.{c} AS {c}" for c in columns)
+    return f"SELECT {sign} AS sign, {cols}{extra}"
+
+
+def _sqlite_upgrade(d: Dialect) -> None:
+    pcols = ("procedure_id", *PROCEDURE_INPUTS)
+    ocols = OUTCOME_INPUTS
+
+    def outcome(sign: str, ref: str) -> str:
+        return (
+            f"SELECT {sign} AS sign, p.start_time, p.procedure_category, "
+            + ", ".join(f"{ref}.{c} AS {c}" for c in ocols)
+            + f" FROM procedures p WHERE p.procedure_id = {ref}.procedure_id"
+        )
+
+    def moved_outcome(sign: str, ref: str) -> str:
+        return (
+            f"SELECT {sign} AS sign, {ref}.start_time AS start_time, "
+            f"{ref}.procedure_category AS procedure_category, "
+            + ", ".join(f"c.{c} AS {c}" for c in ocols)
+            + f" FROM outcomes c WHERE c.procedure_id = {ref}.procedure_id"
+        )
+
+    def body(statements: list[str]) -> str:
+        return "BEGIN\n" + "".join(f"{s};\n" for s in statements) + "END"
+
+    proc_when = _differs(PROCEDURE_INPUTS, "OLD", "NEW", "IS NOT")
+    triggers = {
+        "procedures_rollup_insert": (
+            "AFTER INSERT ON procedures FOR EACH ROW",
+            _procedure_statements(d, _row("1", "NEW", pcols)),
+        ),
+        "procedures_rollup_update": (
+            f"AFTER UPDATE ON procedures FOR EACH ROW WHEN {proc_when}",
+            [
+                *_procedure_statements(d, _row("-1", "OLD", pcols)),
+                *_procedure_statements(d, _row("1", "NEW", pcols)),
+                _outcome_statement(d, moved_outcome("-1", "OLD")),
+                _outcome_statement(d, moved_outcome("1", "NEW")),
+            ],
+        ),
+        # Before: the outcome goes while the procedure still gives its day and category.
+        "procedures_rollup_delete": (
+            "BEFORE DELETE ON procedures FOR EACH ROW",
+            [
+                "DELETE FROM outcomes WHERE procedure_id = OLD.procedure_id",
+                *_procedure_statements(d, _row("-1", "OLD", pcols)),
+            ],
+        ),
+        "outcomes_rollup_insert": (
+            "AFTER INSERT ON outcomes FOR EACH ROW",
+            [_outcome_statement(d, outcome("1", "NEW"))],
+        ),
+        "outcomes_rollup_update": (
+            "AFTER UPDATE ON outcomes FOR EACH ROW WHEN "
+            + _differs(OUTCOME_INPUTS, "OLD", "NEW", "IS NOT"),
+            [
+                _outcome_statement(d, outcome("-1", "OLD")),
+                _outcome_statement(d, outcome("1", "NEW")),
+            ],
+        ),
+        "outcomes_rollup_delete": (
+            "AFTER DELETE ON outcomes FOR EACH ROW",
+            [_outcome_statement(d, outcome("-1", "OLD"))],
+        ),
+    }
+    for name, (event, statements) in triggers.items():
+        op.execute(f"CREATE TRIGGER {name} {event} {body(statements)}")
+
+
+def _sqlite_downgrade() -> None:
+    for table in ("procedures", "outcomes"):
+        for event in ("insert", "update", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_rollup_{event}")
+
+
+# --- Backfill -------------------------------------------------------------------------------
+
+
+def _backfill(d: Dialect) -> None:
+    procs = "SELECT 1 AS sign, * FROM procedures"
+    for statement in _procedure_statements(d, procs):
+        op.execute(statement)
+    cols = ", ".join(f"c.{c}" for c in OUTCOME_INPUTS)
+    joined = (
+        f"SELECT 1 AS sign, p.start_time, p.procedure_category, {cols} "
+        "FROM outcomes c JOIN procedures p ON p.procedure_id = c.procedure_id"
+    )
+    op.execute(_outcome_statement(d, joined))
+
+
+def upgrade() -> None:
+    _create_tables()
+    d = Dialect(op.get_bind().dialect.name)
+    # Triggers first, then the backfill, in one transaction: creating a trigger locks the
+    # table against writers until commit, so no write falls between the two.
+    if d.pg:
+        _pg_upgrade(d)
+    else:
+        _sqlite_upgrade(d)
+    _backfill(d)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _pg_downgrade()
+    else:
+        _sqlite_downgrade()
+    for name in reversed(ROLLUPS):
+        op.drop_table(name)
