@@ -24,6 +24,8 @@ Revises: 0003
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -130,9 +132,11 @@ def _create_tables() -> None:
 class Dialect:
     """The SQL that differs between PostgreSQL and SQLite."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, stage: bool = False) -> None:
         self.pg = name == "postgresql"
         self.length = "jsonb_array_length" if self.pg else "json_array_length"
+        # Triggers on PostgreSQL stage their deltas for the flush at commit (see _pg_upgrade).
+        self.stage = stage
 
     def day(self, ts: str) -> str:
         return f"({ts} AT TIME ZONE 'UTC')::date" if self.pg else f"date({ts})"
@@ -145,25 +149,47 @@ class Dialect:
 
 def _upsert(table: str, keys: list[tuple[str, str]], values: dict[str, str], source: str) -> str:
     """Add the signed contributions of `source` rows (`x`, with `sign`) to `table`, in key order."""
-    key_names = ", ".join(k for k, _ in keys)
     names = [*dict(keys), *values]
     exprs = [e for _, e in keys] + [f"sum(x.sign * {e})" for e in values.values()]
+    return _merge(table, [k for k, _ in keys], list(values), names, exprs, f"({source}) AS x")
+
+
+def _merge(
+    table: str, keys: list[str], values: list[str], names: list[str], exprs: list[str], rows: str
+) -> str:
     order = ", ".join(str(i + 1) for i in range(len(keys)))
     sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in values)
     return (
         f"INSERT INTO {table} ({', '.join(names)})\n"
         # WHERE: SQLite's upsert after a SELECT needs one to parse ON CONFLICT.
-        f"SELECT {', '.join(exprs)}\nFROM ({source}) AS x WHERE true\n"
+        f"SELECT {', '.join(exprs)}\nFROM {rows} WHERE true\n"
         f"GROUP BY {order} ORDER BY {order}\n"
-        f"ON CONFLICT ({key_names}) DO UPDATE SET {sets}"
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
     )
+
+
+def _stage(table: str, keys: list[tuple[str, str]], values: dict[str, str], source: str) -> str:
+    """Append the signed contributions of `source` rows to `table`'s pending deltas."""
+    names = ["xid", *dict(keys), *values]
+    exprs = ["txid_current()", *(e for _, e in keys)]
+    exprs += [f"sum(x.sign * {e})" for e in values.values()]
+    group = ", ".join(str(i + 2) for i in range(len(keys)))
+    return (
+        f"INSERT INTO {table}_pending ({', '.join(names)})\n"
+        f"SELECT {', '.join(exprs)}\nFROM ({source}) AS x\nGROUP BY {group}"
+    )
+
+
+def _write(d: Dialect) -> Any:
+    return _stage if d.stage else _upsert
 
 
 def _procedure_statements(d: Dialect, source: str) -> list[str]:
     """Statements applying signed procedure rows to the procedure roll-ups."""
     used = f"SELECT * FROM ({source}) AS u WHERE u.status <> 'cancelled'"
+    write = _write(d)
     return [
-        _upsert(
+        write(
             "procedure_days",
             [
                 ("day", d.day("x.start_time")),
@@ -173,13 +199,13 @@ def _procedure_statements(d: Dialect, source: str) -> list[str]:
             PROCEDURE_DAY,
             source,
         ),
-        _upsert(
+        write(
             "robot_days",
             [("day", d.day("x.start_time")), ("robot_id", "x.robot_id")],
             ROBOT_USE,
             used,
         ),
-        _upsert(
+        write(
             "robot_months",
             [("month", d.month("x.start_time")), ("robot_id", "x.robot_id")],
             ROBOT_USE,
@@ -191,7 +217,7 @@ def _procedure_statements(d: Dialect, source: str) -> list[str]:
 def _outcome_statement(d: Dialect, source: str) -> str:
     """Apply signed outcome rows joined to their procedure (`start_time`, `category`)."""
     values = {k: v.format(length=d.length) for k, v in OUTCOME_DAY.items()}
-    return _upsert(
+    return _write(d)(
         "outcome_days",
         [
             ("day", d.day("x.start_time")),
@@ -220,8 +246,19 @@ PG_LOCKED = (
 )
 
 
+MARK = "INSERT INTO rollup_flush (xid) VALUES (txid_current()) ON CONFLICT DO NOTHING"
+
+# Each roll-up's key and value columns.
+COLUMNS = {
+    "procedure_days": (["day", "procedure_category", "status"], list(PROCEDURE_DAY)),
+    "robot_days": (["day", "robot_id"], list(ROBOT_USE)),
+    "robot_months": (["month", "robot_id"], list(ROBOT_USE)),
+    "outcome_days": (["day", "procedure_category", "success_status"], list(OUTCOME_DAY)),
+}
+
+
 def _pg_function(name: str, statements: list[str]) -> str:
-    body = ";\n".join(statements)
+    body = ";\n".join([*statements, MARK])
     return (
         f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         f"BEGIN\n{body};\nRETURN NULL;\nEND $$"
@@ -289,7 +326,45 @@ def _pg_outcome_functions(d: Dialect) -> dict[str, list[str]]:
     }
 
 
+def _pg_flush() -> None:
+    """Create the pending deltas and the flush that applies them when a transaction commits.
+
+    Statement triggers only append deltas (no locks on shared rows) and mark the transaction;
+    the mark's deferred trigger then merges them into the roll-ups at commit, one statement
+    per roll-up in a fixed order, rows in key order. A transaction thus locks roll-up rows
+    only while committing, after its last wait on any other row, and always in the same
+    order: concurrent writers cannot deadlock on them, however many statements they run
+    (executemany sends one per row). The tables are UNLOGGED: they are empty at every commit.
+    """
+    for table in ROLLUPS:
+        op.execute(
+            f"CREATE UNLOGGED TABLE {table}_pending (xid bigint NOT NULL, "
+            f"LIKE {table} INCLUDING DEFAULTS)"
+        )
+        op.execute(f"CREATE INDEX ix_{table}_pending_xid ON {table}_pending (xid)")
+    op.execute("CREATE UNLOGGED TABLE rollup_flush (xid bigint PRIMARY KEY)")
+    merges = []
+    for table in ROLLUPS:
+        keys, values = COLUMNS[table]
+        exprs = [*keys, *(f"sum({v})" for v in values)]
+        merges.append(
+            f"WITH d AS (DELETE FROM {table}_pending WHERE xid = NEW.xid RETURNING *)\n"
+            + _merge(table, keys, values, [*keys, *values], exprs, "d")
+        )
+    merges.append("DELETE FROM rollup_flush WHERE xid = NEW.xid")
+    op.execute(
+        "CREATE FUNCTION rollup_flush() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+        + "".join(f"{m};\n" for m in merges)
+        + "RETURN NULL;\nEND $$"
+    )
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER rollup_flush AFTER INSERT ON rollup_flush "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rollup_flush()"
+    )
+
+
 def _pg_upgrade(d: Dialect) -> None:
+    _pg_flush()
     for table, functions in (
         ("procedures", _pg_procedure_functions(d)),
         ("outcomes", _pg_outcome_functions(d)),
@@ -321,7 +396,12 @@ def _pg_upgrade(d: Dialect) -> None:
         op.execute(
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             # DELETE: a TRUNCATE naming the roll-ups too has them open in this session.
-            "BEGIN\n" + "".join(f"DELETE FROM {t};\n" for t in targets) + "RETURN NULL;\nEND $$"
+            "BEGIN\n"
+            + "".join(
+                f"DELETE FROM {t};\nDELETE FROM {t}_pending WHERE xid = txid_current();\n"
+                for t in targets
+            )
+            + "RETURN NULL;\nEND $$"
         )
         op.execute(
             f"CREATE TRIGGER {name} AFTER TRUNCATE ON {table} "
@@ -336,6 +416,10 @@ def _pg_downgrade() -> None:
             op.execute(f"DROP FUNCTION IF EXISTS {table}_rollup_{event}()")
     op.execute("DROP TRIGGER IF EXISTS procedures_rollup_unlink ON procedures")
     op.execute("DROP FUNCTION IF EXISTS procedures_rollup_unlink()")
+    op.execute("DROP TABLE IF EXISTS rollup_flush")  # its trigger goes with it
+    op.execute("DROP FUNCTION IF EXISTS rollup_flush()")
+    for table in ROLLUPS:
+        op.execute(f"DROP TABLE IF EXISTS {table}_pending")
 
 
 # --- SQLite ---------------------------------------------------------------------------------
@@ -435,11 +519,12 @@ def _backfill(d: Dialect) -> None:
 
 def upgrade() -> None:
     _create_tables()
-    d = Dialect(op.get_bind().dialect.name)
+    name = op.get_bind().dialect.name
+    d = Dialect(name)
     # Triggers first, then the backfill, in one transaction: creating a trigger locks the
     # table against writers until commit, so no write falls between the two.
     if d.pg:
-        _pg_upgrade(d)
+        _pg_upgrade(Dialect(name, stage=True))
     else:
         _sqlite_upgrade(d)
     _backfill(d)
