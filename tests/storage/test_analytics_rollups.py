@@ -202,6 +202,19 @@ def test_truncate_empties_rollups(engine: Engine) -> None:
         assert conn.execute(select(robot_months)).first() is None
 
 
+def test_flush_before_commit_then_more_writes(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("deferred flush is PostgreSQL's")
+    rng = random.Random(3)
+    with transaction(engine) as conn:
+        procedures_q.upsert_many(conn, items=[_procedure(rng, i) for i in IDS[:40]])
+        conn.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # flushes now
+        conn.execute(text("SET CONSTRAINTS ALL DEFERRED"))
+        procedures_q.upsert_many(conn, items=[_procedure(rng, i) for i in IDS[20:60]])
+        outcomes_q.upsert_many(conn, items=[_outcome(rng, i) for i in IDS[:60:3]])
+    _assert_exact(engine)
+
+
 def test_concurrent_writers_keep_rollups_exact(engine: Engine) -> None:
     _seed(engine)
     errors: list[BaseException] = []

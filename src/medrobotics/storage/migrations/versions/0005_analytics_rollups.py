@@ -257,15 +257,25 @@ COLUMNS = {
 }
 
 
-def _pg_function(name: str, statements: list[str]) -> str:
-    body = ";\n".join([*statements, MARK])
+# The services' writes are executemany: one statement, so one firing, per row. A firing that
+# changes nothing (an upsert's INSERT half when every row existed, a re-send that changes
+# nothing counted) stops at its first query; the mark is written once per transaction.
+NEW_ROWS, OLD_ROWS = "SELECT 1 FROM new_rows", "SELECT 1 FROM old_rows"
+SETTING = "medrobotics.rollup_mark"
+
+
+def _pg_function(name: str, guard: str, statements: list[str]) -> str:
+    body = "".join(f"{x};\n" for x in statements)
     return (
-        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-        f"BEGIN\n{body};\nRETURN NULL;\nEND $$"
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+        f"IF NOT EXISTS ({guard}) THEN RETURN NULL; END IF;\n{body}"
+        f"IF current_setting('{SETTING}', true) IS DISTINCT FROM txid_current()::text THEN\n"
+        f"{MARK};\nPERFORM set_config('{SETTING}', txid_current()::text, true);\nEND IF;\n"
+        "RETURN NULL;\nEND $$"
     )
 
 
-def _pg_procedure_functions(d: Dialect) -> dict[str, list[str]]:
+def _pg_procedure_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
     cols = ", ".join(f"{{t}}.{c}" for c in ("procedure_id", *PROCEDURE_INPUTS))
     changed = (
         "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
@@ -295,13 +305,13 @@ def _pg_procedure_functions(d: Dialect) -> dict[str, list[str]]:
         f"WHERE n.procedure_id IN ({moved})"
     )
     return {
-        "INSERT": _procedure_statements(d, ins),
-        "UPDATE": [*_procedure_statements(d, upd), _outcome_statement(d, move)],
-        "DELETE": _procedure_statements(d, dele),
+        "INSERT": (NEW_ROWS, _procedure_statements(d, ins)),
+        "UPDATE": (changed, [*_procedure_statements(d, upd), _outcome_statement(d, move)]),
+        "DELETE": (OLD_ROWS, _procedure_statements(d, dele)),
     }
 
 
-def _pg_outcome_functions(d: Dialect) -> dict[str, list[str]]:
+def _pg_outcome_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
     cols = ", ".join(f"{{t}}.{c}" for c in OUTCOME_INPUTS)
 
     def joined(sign: str, rows: str, where: str = "") -> str:
@@ -315,14 +325,11 @@ def _pg_outcome_functions(d: Dialect) -> dict[str, list[str]]:
         f"WHERE {_differs(OUTCOME_INPUTS)}"
     )
     where = f" WHERE r.procedure_id IN ({changed})"
+    both = f"{joined('-1', 'old_rows', where)} UNION ALL {joined('1', 'new_rows', where)}"
     return {
-        "INSERT": [_outcome_statement(d, joined("1", "new_rows"))],
-        "UPDATE": [
-            _outcome_statement(
-                d, f"{joined('-1', 'old_rows', where)} UNION ALL {joined('1', 'new_rows', where)}"
-            )
-        ],
-        "DELETE": [_outcome_statement(d, joined("-1", "old_rows"))],
+        "INSERT": (NEW_ROWS, [_outcome_statement(d, joined("1", "new_rows"))]),
+        "UPDATE": (changed, [_outcome_statement(d, both)]),
+        "DELETE": (OLD_ROWS, [_outcome_statement(d, joined("-1", "old_rows"))]),
     }
 
 
@@ -352,6 +359,8 @@ def _pg_flush() -> None:
             + _merge(table, keys, values, [*keys, *values], exprs, "d")
         )
     merges.append("DELETE FROM rollup_flush WHERE xid = NEW.xid")
+    # Flushed early (SET CONSTRAINTS ... IMMEDIATE): later writes must mark again.
+    merges.append(f"PERFORM set_config('{SETTING}', '', true)")
     op.execute(
         "CREATE FUNCTION rollup_flush() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
         + "".join(f"{m};\n" for m in merges)
@@ -369,9 +378,9 @@ def _pg_upgrade(d: Dialect) -> None:
         ("procedures", _pg_procedure_functions(d)),
         ("outcomes", _pg_outcome_functions(d)),
     ):
-        for event, statements in functions.items():
+        for event, (guard, statements) in functions.items():
             name = f"{table}_rollup_{event.lower()}"
-            op.execute(_pg_function(name, statements))
+            op.execute(_pg_function(name, guard, statements))
             refs = {
                 "INSERT": "NEW TABLE AS new_rows",
                 "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
