@@ -84,6 +84,7 @@ OUTCOME_INPUTS = (
     "patient_satisfaction_score",
 )
 ROLLUPS = ("procedure_days", "robot_days", "robot_months", "outcome_days")
+PENDING = ("procedures_pending", "outcome_days_pending")
 
 
 def _create_tables() -> None:
@@ -186,6 +187,9 @@ def _write(d: Dialect) -> Any:
 
 def _procedure_statements(d: Dialect, source: str) -> list[str]:
     """Statements applying signed procedure rows to the procedure roll-ups."""
+    if d.stage:
+        # One append of the rows themselves: the flush groups them for all three roll-ups.
+        return [f"INSERT INTO procedures_pending SELECT txid_current(), x.* FROM ({source}) AS x"]
     used = f"SELECT * FROM ({source}) AS u WHERE u.status <> 'cancelled'"
     write = _write(d)
     return [
@@ -248,14 +252,6 @@ PG_LOCKED = (
 
 MARK = "INSERT INTO rollup_flush (xid) VALUES (txid_current()) ON CONFLICT DO NOTHING"
 
-# Each roll-up's key and value columns.
-COLUMNS = {
-    "procedure_days": (["day", "procedure_category", "status"], list(PROCEDURE_DAY)),
-    "robot_days": (["day", "robot_id"], list(ROBOT_USE)),
-    "robot_months": (["month", "robot_id"], list(ROBOT_USE)),
-    "outcome_days": (["day", "procedure_category", "success_status"], list(OUTCOME_DAY)),
-}
-
 
 # The services' writes are executemany: one statement, so one firing, per row. A firing that
 # changes nothing (an upsert's INSERT half when every row existed, a re-send that changes
@@ -306,7 +302,13 @@ def _pg_procedure_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
     )
     return {
         "INSERT": (NEW_ROWS, _procedure_statements(d, ins)),
-        "UPDATE": (changed, [*_procedure_statements(d, upd), _outcome_statement(d, move)]),
+        "UPDATE": (
+            changed,
+            [
+                *_procedure_statements(d, upd),
+                f"IF EXISTS ({moved}) THEN\n{_outcome_statement(d, move)};\nEND IF",
+            ],
+        ),
         "DELETE": (OLD_ROWS, _procedure_statements(d, dele)),
     }
 
@@ -343,21 +345,30 @@ def _pg_flush() -> None:
     order: concurrent writers cannot deadlock on them, however many statements they run
     (executemany sends one per row). The tables are UNLOGGED: they are empty at every commit.
     """
-    for table in ROLLUPS:
-        op.execute(
-            f"CREATE UNLOGGED TABLE {table}_pending (xid bigint NOT NULL, "
-            f"LIKE {table} INCLUDING DEFAULTS)"
-        )
-        op.execute(f"CREATE INDEX ix_{table}_pending_xid ON {table}_pending (xid)")
+    op.execute(
+        "CREATE UNLOGGED TABLE procedures_pending (xid bigint NOT NULL, sign integer NOT NULL, "
+        "procedure_id varchar(128), robot_id varchar(128), procedure_category varchar(20), "
+        "status varchar(20), start_time timestamptz, duration_minutes double precision, "
+        "complexity_score double precision)"
+    )
+    op.execute(
+        "CREATE UNLOGGED TABLE outcome_days_pending (xid bigint NOT NULL, "
+        "LIKE outcome_days INCLUDING DEFAULTS)"
+    )
+    for table in PENDING:
+        op.execute(f"CREATE INDEX ix_{table}_xid ON {table} (xid)")
     op.execute("CREATE UNLOGGED TABLE rollup_flush (xid bigint PRIMARY KEY)")
-    merges = []
-    for table in ROLLUPS:
-        keys, values = COLUMNS[table]
-        exprs = [*keys, *(f"sum({v})" for v in values)]
-        merges.append(
-            f"WITH d AS (DELETE FROM {table}_pending WHERE xid = NEW.xid RETURNING *)\n"
-            + _merge(table, keys, values, [*keys, *values], exprs, "d")
-        )
+    pending = "SELECT * FROM procedures_pending WHERE xid = NEW.xid"
+    merges = [
+        *_procedure_statements(Dialect("postgresql"), pending),
+        "DELETE FROM procedures_pending WHERE xid = NEW.xid",
+    ]
+    keys, values = ["day", "procedure_category", "success_status"], list(OUTCOME_DAY)
+    exprs = [*keys, *(f"sum({v})" for v in values)]
+    merges.append(
+        "WITH d AS (DELETE FROM outcome_days_pending WHERE xid = NEW.xid RETURNING *)\n"
+        + _merge("outcome_days", keys, values, [*keys, *values], exprs, "d")
+    )
     merges.append("DELETE FROM rollup_flush WHERE xid = NEW.xid")
     # Flushed early (SET CONSTRAINTS ... IMMEDIATE): later writes must mark again.
     merges.append(f"PERFORM set_config('{SETTING}', '', true)")
@@ -406,9 +417,10 @@ def _pg_upgrade(d: Dialect) -> None:
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             # DELETE: a TRUNCATE naming the roll-ups too has them open in this session.
             "BEGIN\n"
+            + "".join(f"DELETE FROM {t};\n" for t in targets)
             + "".join(
-                f"DELETE FROM {t};\nDELETE FROM {t}_pending WHERE xid = txid_current();\n"
-                for t in targets
+                f"DELETE FROM {t} WHERE xid = txid_current();\n"
+                for t in (PENDING if table == "procedures" else PENDING[1:])
             )
             + "RETURN NULL;\nEND $$"
         )
@@ -427,8 +439,8 @@ def _pg_downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS procedures_rollup_unlink()")
     op.execute("DROP TABLE IF EXISTS rollup_flush")  # its trigger goes with it
     op.execute("DROP FUNCTION IF EXISTS rollup_flush()")
-    for table in ROLLUPS:
-        op.execute(f"DROP TABLE IF EXISTS {table}_pending")
+    for table in PENDING:
+        op.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 # --- SQLite ---------------------------------------------------------------------------------
