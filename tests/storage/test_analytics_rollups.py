@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, delete, select, text
 
 from medrobotics.domain.outcomes import SUCCESS_STATUSES, OutcomeIn
 from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES, ProcedureIn
+from medrobotics.storage import analytics
 from medrobotics.storage import outcomes as outcomes_q
 from medrobotics.storage import procedures as procedures_q
 from medrobotics.storage.db import transaction
@@ -23,6 +24,7 @@ from medrobotics.storage.tables import (
     procedures,
     robot_days,
     robot_months,
+    robots,
 )
 
 NOW = datetime(2025, 3, 31, 21, 0, tzinfo=UTC)
@@ -232,3 +234,37 @@ def test_concurrent_writers_keep_rollups_exact(engine: Engine) -> None:
         t.join()
     assert not errors, errors
     _assert_exact(engine)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        ("2025-02-20T03:00:00", "2025-03-31T12:00:00"),  # days, then a month less its end
+        ("2025-02-03T00:00:00", "2025-03-10T00:00:00"),  # a month less its start, then days
+        ("2025-03-01T00:00:00", "2025-04-01T00:00:00"),  # one whole month
+        ("2025-03-05T10:00:00", "2025-03-05T18:00:00"),  # inside one day
+    ],
+)
+def test_utilization_sums_months_and_days(engine: Engine, window: tuple[str, str]) -> None:
+    _seed(engine)
+    _writes(engine, seed=4, rounds=4)
+    start, end = (datetime.fromisoformat(x).replace(tzinfo=UTC) for x in window)
+    with transaction(engine) as conn:
+        conn.execute(
+            robots.insert(),
+            [{"robot_id": f"robot-{i}", "robot_model": "m", "facility_id": "f"} for i in range(5)],
+        )
+    with engine.connect() as conn:
+        got = analytics.utilization(conn, start=start, end=end)["robots"]
+        rows = list(conn.execute(select(procedures)).mappings())
+    for robot in got:
+        mine = [
+            p
+            for p in rows
+            if p["robot_id"] == robot["robot_id"]
+            and p["status"] != "cancelled"
+            and start <= p["start_time"] < end
+        ]
+        assert robot["procedures"] == len(mine)
+        hours = sum(p["duration_minutes"] or 0 for p in mine) / 60
+        assert robot["hours_in_use"] == pytest.approx(hours, abs=1e-9)

@@ -71,16 +71,30 @@ class Split:
         ranges = [and_(st >= lo, st < hi) for lo, hi in self.edges]
         return or_(*ranges) if ranges else None
 
-    def months(self) -> tuple[tuple[date, date] | None, list[tuple[date, date]]]:
-        """Return the whole months `[first, stop)` of the days, and the days left either side."""
+    def periods(self) -> tuple[list[tuple[date, date]], list[tuple[date, date, int]]]:
+        """Return month ranges and signed day ranges whose sums are the days `[first, stop)`.
+
+        A partial month is read as its days, or, when they are more than half of it, as the
+        whole month less its other days: at most half a month of daily rows at either end.
+        """
+        months: list[tuple[date, date]] = []
+        days: list[tuple[date, date, int]] = []
         if self.first is None or self.stop is None:
-            return None, []
-        lo = self.first if self.first.day == 1 else _next_month(self.first)
-        hi = self.stop.replace(day=1)
-        if lo >= hi:
-            return None, [(self.first, self.stop)]
-        days = [(a, b) for a, b in ((self.first, lo), (hi, self.stop)) if a < b]
-        return (lo, hi), days
+            return months, days
+        month = self.first.replace(day=1)
+        while month < self.stop:
+            after = _next_month(month)
+            lo, hi = max(self.first, month), min(self.stop, after)
+            if (hi - lo).days * 2 <= (after - month).days:
+                days.append((lo, hi, 1))
+            else:
+                if months and months[-1][1] == month:
+                    months[-1] = (months[-1][0], after)
+                else:
+                    months.append((month, after))
+                days += [(x, y, -1) for x, y in ((month, lo), (hi, after)) if x < y]
+            month = after
+        return months, days
 
 
 def split(start: datetime, end: datetime) -> Split:
@@ -193,15 +207,16 @@ def utilization(
 
 def _robot_use(window: Split) -> Iterator[Select[Any]]:
     """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then edges."""
-    months, days = window.months()
-    for t, period, ranges in (
-        (robot_months, robot_months.c.month, [months] if months else []),
-        (robot_days, robot_days.c.day, days),
-    ):
-        for lo, hi in ranges:
-            yield select(
-                t.c.robot_id, t.c.procedures.label("n"), t.c.duration_sum.label("minutes")
-            ).where(period >= lo, period < hi)
+    months, days = window.periods()
+    m, d = robot_months.c, robot_days.c
+    for lo, hi in months:
+        yield select(m.robot_id, m.procedures.label("n"), m.duration_sum.label("minutes")).where(
+            m.month >= lo, m.month < hi
+        )
+    for lo, hi, sign in days:
+        yield select(
+            d.robot_id, (d.procedures * sign).label("n"), (d.duration_sum * sign).label("minutes")
+        ).where(d.day >= lo, d.day < hi)
     edges = window.edge_filter()
     if edges is not None or not (months or days):
         p = procedures.c
