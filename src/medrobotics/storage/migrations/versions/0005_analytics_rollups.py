@@ -5,10 +5,13 @@ robot, whole months) from these tables instead, and only a partial first and las
 the base tables. The database keeps them exact on every insert, update, delete and truncate,
 whoever writes (the services, bulk SQL, COPY):
 
-- PostgreSQL: statement-level triggers with transition tables, so a bulk statement costs one
-  grouped upsert per roll-up, touching rows in key order (concurrent writers never deadlock
-  on them). An outcome's day and category come from its procedure, read FOR SHARE so a
-  concurrent change of that procedure is either seen here or moves this outcome itself.
+- PostgreSQL: statement-level triggers with transition tables append the statement's signed
+  rows to a pending table (UNLOGGED, empty at every commit); a deferred trigger merges them
+  into the roll-ups when the transaction commits, one grouped upsert per roll-up in a fixed
+  order, rows in key order, so concurrent writers never deadlock on roll-up rows and a bulk
+  statement costs one append. An outcome's day and category come from its procedure, read
+  FOR SHARE so a concurrent change of that procedure is either seen here or moves this
+  outcome itself.
 - SQLite: row-level triggers (one writer at a time).
 
 Deleting a procedure first deletes its outcome, while the procedure still names the outcome's
