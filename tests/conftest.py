@@ -25,7 +25,7 @@ from medrobotics import config, logs
 from medrobotics.ingestion.app import create_app
 from medrobotics.storage import migrate, telemetry
 from medrobotics.storage.db import make_engine
-from medrobotics.storage.tables import metadata
+from medrobotics.storage.tables import ROLLUPS, metadata
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -137,7 +137,9 @@ def clean(engine: Engine) -> None:
             names = ", ".join(t.name for t in metadata.sorted_tables)
             conn.execute(text(f"TRUNCATE {names} CASCADE"))
         else:
-            for table in reversed(metadata.sorted_tables):
+            # Roll-ups last: deleting their sources runs triggers that subtract from them.
+            tables = [t for t in reversed(metadata.sorted_tables) if t not in ROLLUPS]
+            for table in (*tables, *ROLLUPS):
                 conn.execute(table.delete())
 
 

@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, delete
 
 from medrobotics.domain.procedures import CATEGORIES
+from medrobotics.storage import outcomes as outcomes_q
+from medrobotics.storage import procedures as procedures_q
+from medrobotics.storage.tables import outcomes, procedures
 from tests.api.helpers import assert_error, ts
 from tests.fleet import Fleet
 
@@ -311,3 +315,101 @@ def test_unknown_interval_and_category_are_422(client: TestClient) -> None:
     url = "/api/analytics/procedure-volume"
     assert_error(client.get(url, params={"interval": "year"}), 422, "invalid", "interval")
     assert_error(client.get(url, params={"category": "dental"}), 422, "invalid", "category")
+
+
+def _check_all(client: TestClient, fleet: Fleet, start: datetime, end: datetime) -> None:
+    """Every procedure and outcome endpoint over `[start, end)` against the fleet."""
+    params = _params(start, end)
+    body = client.get("/api/analytics/robot-utilization", params=params).json()
+    _check_utilization(body, fleet, start, end, None)
+    if any(start <= fleet.procedure(o.procedure_id).start_time < end for o in fleet.outcomes):
+        body = client.get("/api/analytics/outcomes-summary", params=params).json()
+        _check_outcomes(body, fleet, start, end)
+    body = client.get("/api/analytics/procedures-by-category", params=params).json()
+    assert body["categories"] == _by_category(fleet, start, end)
+    for interval in ("day", "week", "month"):
+        body = client.get(
+            "/api/analytics/procedure-volume", params={**params, "interval": interval}
+        ).json()
+        groups: dict[datetime, list[Any]] = defaultdict(list)
+        for p in fleet.procedures:
+            if start <= p.start_time < end:
+                groups[_bucket(p.start_time, interval)].append(p)
+        assert [ts(b["bucket_start"]) for b in body["buckets"]] == sorted(groups)
+        for got in body["buckets"]:
+            ps = groups[ts(got["bucket_start"])]
+            assert got["procedures"] == len(ps)
+            assert got["total_duration_minutes"] == pytest.approx(
+                sum(p.duration_minutes or 0 for p in ps)
+            )
+            assert got["mean_duration_minutes"] == _approx(_mean([p.duration_minutes for p in ps]))
+
+
+def _windows(fleet: Fleet) -> list[tuple[datetime, datetime]]:
+    """Windows whole-day, whole-month, partial at either end, and inside one day."""
+    today = datetime.combine(fleet.now.date(), time(), tzinfo=UTC)
+    month = today.replace(day=1)
+    return [
+        (today - timedelta(days=70), today + timedelta(days=1)),  # whole days only
+        (month - timedelta(days=45), month),  # ends on a month
+        (today - timedelta(days=50, hours=5, seconds=7), today - timedelta(days=3, hours=-2)),
+        (fleet.now - timedelta(days=20, hours=3), fleet.now - timedelta(days=20)),  # one day
+        (today - timedelta(days=10, hours=1), today - timedelta(days=9, hours=23)),  # over midnight
+        (fleet.procedures[0].start_time, fleet.procedures[0].start_time + timedelta(seconds=1)),
+    ]
+
+
+def test_windows_aligned_or_not_read_the_same(client: TestClient, fleet: Fleet) -> None:
+    for start, end in _windows(fleet):
+        _check_all(client, fleet, start, end)
+
+
+def test_resent_procedures_move_their_figures(
+    client: TestClient, fleet: Fleet, engine: Engine
+) -> None:
+    # Re-sends move procedures across days, categories, robots and statuses; their outcomes
+    # follow their procedure; outcomes change status too.
+    moved = []
+    for i, p in enumerate(fleet.procedures[::3]):
+        change: dict[str, Any] = {
+            "start_time": p.start_time - timedelta(days=1 + i % 9, hours=i % 5),
+            "procedure_category": CATEGORIES[(CATEGORIES.index(p.procedure_category) + 1) % 6],
+        }
+        if i % 2:
+            change["status"] = "cancelled" if p.status != "cancelled" else "completed"
+            change["robot_id"] = fleet.robots[i % len(fleet.robots)].robot_id
+            change["duration_minutes"] = None if i % 4 == 1 else 77.5
+        if p.end_time is not None:
+            change["end_time"] = change["start_time"] + timedelta(minutes=30)
+        moved.append(p.model_copy(update=change))
+    changed = [
+        o.model_copy(update={"success_status": "failed", "blood_loss_ml": 999.0})
+        for o in fleet.outcomes[::4]
+    ]
+    with engine.begin() as conn:
+        procedures_q.upsert_many(conn, items=moved)
+        outcomes_q.upsert_many(conn, items=changed)
+    _replace(fleet.procedures, moved, "procedure_id")
+    _replace(fleet.outcomes, changed, "procedure_id")
+    for start, end in _windows(fleet)[:3]:
+        _check_all(client, fleet, start, end)
+
+
+def test_deleted_procedures_leave_the_figures(
+    client: TestClient, fleet: Fleet, engine: Engine
+) -> None:
+    gone = {p.procedure_id for p in fleet.procedures[::5]}
+    lone = next(o.procedure_id for o in fleet.outcomes if o.procedure_id not in gone)
+    with engine.begin() as conn:
+        conn.execute(delete(outcomes).where(outcomes.c.procedure_id == lone))
+        conn.execute(delete(procedures).where(procedures.c.procedure_id.in_(gone)))
+    fleet.outcomes = [o for o in fleet.outcomes if o.procedure_id not in gone | {lone}]
+    fleet.procedures = [p for p in fleet.procedures if p.procedure_id not in gone]
+    for start, end in _windows(fleet)[:3]:
+        _check_all(client, fleet, start, end)
+
+
+def _replace(items: list[Any], new: list[Any], key: str) -> None:
+    at = {getattr(x, key): i for i, x in enumerate(items)}
+    for x in new:
+        items[at[getattr(x, key)]] = x

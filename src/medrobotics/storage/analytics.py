@@ -1,20 +1,35 @@
-"""Analytics queries: every figure is aggregated in SQL, per robot, facility or bucket."""
+"""Analytics queries: every figure is aggregated in SQL, per robot, facility or bucket.
+
+Procedure and outcome figures read whole UTC days (robots' use: whole months too) from the
+roll-ups that triggers keep (migration 0005), and only the partial first and last day of a
+window from the base tables: a year is thousands of roll-up rows instead of ~500,000.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Date,
+    DateTime,
     Double,
     Float,
+    Select,
+    and_,
     case,
+    cast,
     func,
     literal,
     literal_column,
+    or_,
     select,
     type_coerce,
+    union_all,
 )
 
 from medrobotics.domain.outcomes import SUCCESS_STATUSES
@@ -22,10 +37,75 @@ from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES
 from medrobotics.storage.tables import (
     UtcDateTime,
     maintenance,
+    outcome_days,
     outcomes,
+    procedure_days,
     procedures,
+    robot_days,
+    robot_months,
     robots,
 )
+
+DAY = timedelta(days=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@dataclass
+class Split:
+    """A window `[start, end)` as whole UTC days `[first, stop)` and partial-day edges."""
+
+    first: date | None = None
+    stop: date | None = None
+    edges: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    def edge_filter(self) -> ColumnElement[bool] | None:
+        """Return the condition on `procedures.start_time` for the edges, or None if none."""
+        st = procedures.c.start_time
+        ranges = [and_(st >= lo, st < hi) for lo, hi in self.edges]
+        return or_(*ranges) if ranges else None
+
+    def periods(self) -> tuple[list[tuple[date, date]], list[tuple[date, date, int]]]:
+        """Return month ranges and signed day ranges whose sums are the days `[first, stop)`.
+
+        A partial month is read as its days, or, when they are more than half of it, as the
+        whole month less its other days: at most half a month of daily rows at either end.
+        """
+        months: list[tuple[date, date]] = []
+        days: list[tuple[date, date, int]] = []
+        if self.first is None or self.stop is None:
+            return months, days
+        month = self.first.replace(day=1)
+        while month < self.stop:
+            after = _next_month(month)
+            lo, hi = max(self.first, month), min(self.stop, after)
+            if (hi - lo).days * 2 <= (after - month).days:
+                days.append((lo, hi, 1))
+            else:
+                if months and months[-1][1] == month:
+                    months[-1] = (months[-1][0], after)
+                else:
+                    months.append((month, after))
+                days += [(x, y, -1) for x, y in ((month, lo), (hi, after)) if x < y]
+            month = after
+        return months, days
+
+
+def split(start: datetime, end: datetime) -> Split:
+    """Split `[start, end)` into whole UTC days and the partial days at either end."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start.date() if start.time() == time() else start.date() + DAY
+    stop = end.date()
+    if first >= stop:
+        return Split(edges=[(start, end)] if start < end else [])
+    edges = [(a, b) for a, b in ((start, _midnight(first)), (_midnight(stop), end)) if a < b]
+    return Split(first, stop, edges)
 
 
 def _hours(start: datetime, end: datetime) -> float:
@@ -45,20 +125,36 @@ def utilization(
     """
     p, r = procedures.c, robots.c
     window_hours = literal(max(_hours(start, end), 1e-9), Double)
+    parts = list(_robot_use(split(start, end)))
+    both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
     used = (
         select(
-            p.robot_id,
-            func.count().label("procedures"),
-            (func.coalesce(func.sum(p.duration_minutes), 0.0) / 60.0).label("hours"),
+            both.c.robot_id,
+            func.sum(both.c.n).label("procedures"),
+            (func.sum(both.c.minutes) / 60.0).label("hours"),
         )
-        .where(p.start_time >= start, p.start_time < end, p.status != "cancelled")
-        .group_by(p.robot_id)
+        .group_by(both.c.robot_id)
         .subquery()
     )
-    # Latest use at any time: one backward step on the (robot_id, start_time) index per robot.
+    # Latest use at any time: the robot's last day with uncancelled procedures (roll-up), then
+    # the latest of them from that day on. Walking the procedures index back past cancelled
+    # ones instead costs a robot's whole history when it has none.
+    d = robot_days.c
+    last_day = (
+        select(d.day)
+        .where(d.robot_id == r.robot_id, d.procedures > 0)
+        .order_by(d.day.desc())
+        .limit(1)
+        .correlate(robots)  # two levels down: auto-correlation only reaches one
+        .scalar_subquery()
+    )
+    # SQLite compares its ISO texts directly; PostgreSQL needs the day's midnight in UTC.
+    since: Any = last_day
+    if conn.dialect.name == "postgresql":
+        since = func.timezone(literal_column("'UTC'"), cast(last_day, DateTime))
     last_used = (
         select(p.start_time)
-        .where(p.robot_id == r.robot_id, p.status != "cancelled")
+        .where(p.robot_id == r.robot_id, p.status != "cancelled", p.start_time >= since)
         .order_by(p.start_time.desc())
         .limit(1)
         .scalar_subquery()
@@ -109,6 +205,32 @@ def utilization(
     return {"robots": robot_rows, "facilities": facility_rows}
 
 
+def _robot_use(window: Split) -> Iterator[Select[Any]]:
+    """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then edges."""
+    months, days = window.periods()
+    m, d = robot_months.c, robot_days.c
+    for lo, hi in months:
+        yield select(m.robot_id, m.procedures.label("n"), m.duration_sum.label("minutes")).where(
+            m.month >= lo, m.month < hi
+        )
+    for lo, hi, sign in days:
+        yield select(
+            d.robot_id, (d.procedures * sign).label("n"), (d.duration_sum * sign).label("minutes")
+        ).where(d.day >= lo, d.day < hi)
+    edges = window.edge_filter()
+    if edges is not None or not (months or days):
+        p = procedures.c
+        yield (
+            select(
+                p.robot_id,
+                func.count().label("n"),
+                func.coalesce(func.sum(p.duration_minutes), 0.0).label("minutes"),
+            )
+            .where(edges if edges is not None else literal(False), p.status != "cancelled")
+            .group_by(p.robot_id)
+        )
+
+
 _MEANS = (
     ("mean_blood_loss_ml", "blood_loss_ml"),
     ("mean_hospital_stay_days", "hospital_stay_days"),
@@ -152,18 +274,36 @@ def _combine(groups: list[Any]) -> dict[str, Any]:
 def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dict[str, Any]:
     """Return outcome counts, rates and means overall, by success status and by category.
 
-    Covers outcomes of procedures that start in `[start, end)`. One grouped pass over the
-    window (at most 18 groups); the three views are combined from it.
+    Covers outcomes of procedures that start in `[start, end)`. Sums and counts per (status,
+    category) group (at most 18, from the roll-up and the edges) combine into the three views.
     """
-    p, o = procedures.c, outcomes.c
-    groups = list(
-        conn.execute(
+    window = split(start, end)
+    groups: list[Any] = []
+    if window.first is not None:
+        d = outcome_days.c
+        sums = [
+            func.sum(d.outcomes).label("n"),
+            func.sum(d.with_complications).label("with_complications"),
+            func.sum(d.readmitted).label("readmitted"),
+        ]
+        for _, column in _MEANS:
+            total, count = _OUTCOME_ROLLUP[column]
+            sums += [func.sum(d[total]).label(f"{column}_sum"), func.sum(d[count]).label(column)]
+        groups += conn.execute(
+            select(d.success_status, d.procedure_category, *sums)
+            .where(d.day >= window.first, d.day < window.stop)
+            .group_by(d.success_status, d.procedure_category)
+            .having(func.sum(d.outcomes) > 0)
+        ).mappings()
+    edges = window.edge_filter()
+    if edges is not None:
+        p, o = procedures.c, outcomes.c
+        groups += conn.execute(
             select(o.success_status, p.procedure_category, *_outcome_sums(conn))
             .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
-            .where(p.start_time >= start, p.start_time < end)
+            .where(edges)
             .group_by(o.success_status, p.procedure_category)
         ).mappings()
-    )
     by_status = [
         {**_combine([g for g in groups if g["success_status"] == s]), "success_status": s}
         for s in SUCCESS_STATUSES
@@ -177,36 +317,93 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
     return {"overall": _combine(groups), "by_success_status": by_status, "by_category": by_category}
 
 
+# Outcome column -> its (sum, non-null count) in the roll-up.
+_OUTCOME_ROLLUP = {
+    "blood_loss_ml": ("blood_loss_sum", "blood_loss_n"),
+    "hospital_stay_days": ("stay_sum", "stay_n"),
+    "patient_satisfaction_score": ("satisfaction_sum", "satisfaction_n"),
+}
+
+
+def _procedure_groups(
+    conn: Connection, window: Split, *keys: str, category: str | None = None
+) -> list[Any]:
+    """Return procedures, durations and complexities summed per `keys`, over the window.
+
+    Rows from the roll-up (whole days) and from the edges come separately: callers add them.
+    """
+    out: list[Any] = []
+    if window.first is not None:
+        d = procedure_days.c
+        conds = [d.day >= window.first, d.day < window.stop]
+        if category is not None:
+            conds.append(d.procedure_category == category)
+        out += conn.execute(
+            select(
+                *(d[k] for k in keys),
+                func.sum(d.procedures).label("procedures"),
+                func.sum(d.duration_sum).label("duration_sum"),
+                func.sum(d.duration_n).label("duration_n"),
+                func.sum(d.complexity_sum).label("complexity_sum"),
+                func.sum(d.complexity_n).label("complexity_n"),
+            )
+            .where(*conds)
+            .group_by(*(d[k] for k in keys))
+            .having(func.sum(d.procedures) > 0)
+        ).mappings()
+    edges = window.edge_filter()
+    if edges is not None:
+        p = procedures.c
+        conds = [edges]
+        if category is not None:
+            conds.append(p.procedure_category == category)
+        columns = {"day": _day(conn), **{k: p[k] for k in keys if k != "day"}}
+        group = [columns[k].label(k) for k in keys]
+        out += conn.execute(
+            select(
+                *group,
+                func.count().label("procedures"),
+                func.sum(p.duration_minutes).label("duration_sum"),
+                func.count(p.duration_minutes).label("duration_n"),
+                func.sum(p.complexity_score).label("complexity_sum"),
+                func.count(p.complexity_score).label("complexity_n"),
+            )
+            .where(*conds)
+            .group_by(*(columns[k] for k in keys))
+        ).mappings()
+    return out
+
+
+def _day(conn: Connection) -> ColumnElement[date]:
+    """The UTC day of `procedures.start_time`, as the roll-ups count it."""
+    st = procedures.c.start_time
+    if conn.dialect.name == "postgresql":
+        # A constant, not a parameter: SELECT and GROUP BY must be one identical expression.
+        return cast(func.timezone(literal_column("'UTC'"), st), Date)
+    return type_coerce(func.date(st), Date)
+
+
+def _mean(total: Any, count: Any) -> float | None:
+    return float(total or 0) / int(count) if count else None
+
+
 def procedures_by_category(conn: Connection, *, start: datetime, end: datetime) -> list[Any]:
     """Return per category the procedures started in `[start, end)`, by status, with means."""
-    p = procedures.c
-    stmt = (
-        select(
-            p.procedure_category,
-            func.count().label("procedures"),
-            *(
-                func.coalesce(func.sum(case((p.status == s, 1), else_=0)), 0).label(s)
-                for s in PROCEDURE_STATUSES
-            ),
-            func.avg(p.duration_minutes).label("mean_duration_minutes"),
-            func.avg(p.complexity_score).label("mean_complexity"),
-        )
-        .where(p.start_time >= start, p.start_time < end)
-        .group_by(p.procedure_category)
-    )
-    found = {r["procedure_category"]: dict(r) for r in conn.execute(stmt).mappings()}
+    groups = _procedure_groups(conn, split(start, end), "procedure_category", "status")
     out = []
     for category in CATEGORIES:
-        row = found.get(category) or {
-            "procedures": 0,
-            "mean_duration_minutes": None,
-            "mean_complexity": None,
+        mine = [g for g in groups if g["procedure_category"] == category]
+        item: dict[str, Any] = {
+            "procedure_category": category,
+            "procedures": sum(int(g["procedures"]) for g in mine),
         }
-        item = {"procedure_category": category, "procedures": int(row["procedures"])}
         for s in PROCEDURE_STATUSES:
-            item[s] = int(row.get(s) or 0)
-        item["mean_duration_minutes"] = _float(row["mean_duration_minutes"])
-        item["mean_complexity"] = _float(row["mean_complexity"])
+            item[s] = sum(int(g["procedures"]) for g in mine if g["status"] == s)
+        for name, key in (("mean_duration_minutes", "duration"), ("mean_complexity", "complexity")):
+            item[name] = _mean(
+                sum(float(g[f"{key}_sum"] or 0) for g in mine),
+                sum(int(g[f"{key}_n"]) for g in mine),
+            )
         out.append(item)
     return out
 
@@ -229,6 +426,9 @@ def procedure_volume(
     robot_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return procedures started per UTC day, week or month in `[start, end)`, with durations."""
+    if robot_id is None:
+        return _volume_by_day(conn, start=start, end=end, interval=interval, category=category)
+    # One robot's procedures are few and its (robot_id, start_time) index reads just them.
     p = procedures.c
     # Constants inlined (from a fixed set), so SELECT and GROUP BY are one identical expression.
     if conn.dialect.name == "postgresql":
@@ -264,6 +464,35 @@ def procedure_volume(
         row["mean_duration_minutes"] = _float(row["mean_duration_minutes"])
         rows.append(row)
     return rows
+
+
+def _bucket(day: date, interval: str) -> datetime:
+    if interval == "week":
+        day -= timedelta(days=day.weekday())  # Monday, as date_trunc('week') has it
+    elif interval == "month":
+        day = day.replace(day=1)
+    return _midnight(day)
+
+
+def _volume_by_day(
+    conn: Connection, *, start: datetime, end: datetime, interval: str, category: str | None
+) -> list[dict[str, Any]]:
+    """Return the volume buckets from per-day sums (roll-up days plus the edges)."""
+    sums: dict[datetime, list[float]] = {}
+    for g in _procedure_groups(conn, split(start, end), "day", category=category):
+        acc = sums.setdefault(_bucket(g["day"], interval), [0, 0.0, 0])
+        acc[0] += int(g["procedures"])
+        acc[1] += float(g["duration_sum"] or 0)
+        acc[2] += int(g["duration_n"])
+    return [
+        {
+            "bucket_start": bucket,
+            "procedures": int(n),
+            "total_duration_minutes": total,
+            "mean_duration_minutes": _mean(total, count),
+        }
+        for bucket, (n, total, count) in sorted(sums.items())
+    ]
 
 
 def maintenance_costs(

@@ -300,3 +300,61 @@ archive_marks = Table(
     Column("rows_archived", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", UtcDateTime, nullable=False, server_default=_now()),
 )
+
+
+# Analytics roll-ups: sums and counts per UTC day (robots also per month) of `procedures` and
+# of `outcomes` by their procedure's day and category. Kept exact by database triggers on every
+# write to the base tables (migration 0005); rows whose counts fell to zero may remain.
+def _counts(*names: str) -> list[Column[int]]:
+    return [Column(n, Integer, nullable=False, server_default="0") for n in names]
+
+
+def _sums(*names: str) -> list[Column[float]]:
+    return [Column(n, Double, nullable=False, server_default="0") for n in names]
+
+
+procedure_days = Table(
+    "procedure_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("procedure_category", String(20), primary_key=True),
+    Column("status", String(20), primary_key=True),
+    *_counts("procedures", "duration_n", "complexity_n"),
+    *_sums("duration_sum", "complexity_sum"),
+)
+
+# Robots' use: procedures not cancelled, per day and per month (a year is 500 x 12 rows).
+robot_days = Table(
+    "robot_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("robot_id", ID, primary_key=True),
+    *_counts("procedures"),
+    *_sums("duration_sum"),
+    # A robot's last day in use: one backward step per robot.
+    Index("ix_robot_days_robot", "robot_id", "day"),
+)
+
+robot_months = Table(
+    "robot_months",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("robot_id", ID, primary_key=True),
+    *_counts("procedures"),
+    *_sums("duration_sum"),
+)
+
+outcome_days = Table(
+    "outcome_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("procedure_category", String(20), primary_key=True),
+    Column("success_status", String(20), primary_key=True),
+    *_counts(
+        "outcomes", "with_complications", "readmitted", "blood_loss_n", "stay_n", "satisfaction_n"
+    ),
+    *_sums("blood_loss_sum", "stay_sum", "satisfaction_sum"),
+)
+
+ROLLUPS = (procedure_days, robot_days, robot_months, outcome_days)
+"""Tables derived from others by triggers: emptied after their sources, never written directly."""
