@@ -29,6 +29,8 @@ def upsert(conn: Connection, table: Table, key: str, items: Sequence[BaseModel])
         groups.setdefault(sent, []).append(row)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for sent, rows in groups.items():
+        # In key order, so concurrent writers take row locks in one order and never deadlock.
+        rows.sort(key=lambda r: r[key])
         stmt = dialect.insert(table)
         changes = {name: stmt.excluded[name] for name in sorted(sent - {key})}
         changes["updated_at"] = stmt.excluded.updated_at
