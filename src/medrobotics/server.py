@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Iterator
@@ -59,9 +60,23 @@ def serve_one(settings: Settings, service: str) -> None:
     )
     port = settings.port or DEFAULT_PORTS[service]
     app = build(settings, service)
+    settle_memory()
     log.info("starting", host=settings.host, port=port, database=_db_kind(settings))
     uvicorn.Server(_config(app, settings, settings.host, port)).run()
     log.info("stopped")
+
+
+def settle_memory() -> None:
+    """Move everything loaded so far out of the garbage collector's sight, and collect less often.
+
+    The libraries and the app are a few hundred thousand long-lived objects; every full
+    collection walked them all, a pause of tens of milliseconds that landed in the slowest
+    requests. Requests allocate many short-lived objects, which the young generation still
+    collects.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _db_kind(settings: Settings) -> str:

@@ -67,22 +67,27 @@ def detail_select() -> Select[Any]:
 
 def detail_from(row: Mapping[str, Any]) -> dict[str, Any]:
     """Shape a row of `detail_select` as the procedure's detail."""
-    item = {c.key: row[f"p_{c.key}"] for c in procedures.c}
-    item["robot"] = (
-        {c.key: row[f"r_{c.key}"] for c in robots_t.c} if row["r_robot_id"] is not None else None
-    )
+    names = _detail_names()
+    item = {k: row[f"p_{k}"] for k in names["p"]}
+    item["robot"] = {k: row[f"r_{k}"] for k in names["r"]} if row["r_robot_id"] else None
     outcome = None
     if row["o_procedure_id"] is not None:
-        outcome = {c.key: row[f"o_{c.key}"] for c in outcomes_t.c}
+        outcome = {k: row[f"o_{k}"] for k in names["o"]}
         # As the outcome endpoints show it: with its procedure's robot, category and start.
         for name in ("robot_id", "procedure_category", "start_time"):
             outcome[name] = item[name]
     item["outcome"] = outcome
     summary = None
     if row["s_procedure_id"] is not None:
-        summary = {c.key: row[f"s_{c.key}"] for c in telemetry_summary.c}
+        summary = {k: row[f"s_{k}"] for k in names["s"]}
     item["telemetry"] = telemetry_q.summarize(summary)
     return item
+
+
+@cache
+def _detail_names() -> dict[str, tuple[str, ...]]:
+    tables = {"p": procedures, "r": robots_t, "o": outcomes_t, "s": telemetry_summary}
+    return {prefix: tuple(c.key for c in t.c) for prefix, t in tables.items()}
 
 
 def page(
