@@ -121,7 +121,8 @@ class Reader:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        assert self.pool is not None
+        if self.pool is None:
+            raise RuntimeError("no async pool off PostgreSQL")
         try:
             async with self.pool.connection() as conn:
                 yield conn

@@ -164,7 +164,7 @@ def _merge(
     order = ", ".join(str(i + 1) for i in range(len(keys)))
     sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in values)
     return (
-        f"INSERT INTO {table} ({', '.join(names)})\n"
+        f"INSERT INTO {table} ({', '.join(names)})\n"  # nosec B608
         # WHERE: SQLite's upsert after a SELECT needs one to parse ON CONFLICT.
         f"SELECT {', '.join(exprs)}\nFROM {rows} WHERE true\n"
         f"GROUP BY {order} ORDER BY {order}\n"
@@ -179,7 +179,7 @@ def _stage(table: str, keys: list[tuple[str, str]], values: dict[str, str], sour
     exprs += [f"sum(x.sign * {e})" for e in values.values()]
     group = ", ".join(str(i + 2) for i in range(len(keys)))
     return (
-        f"INSERT INTO {table}_pending ({', '.join(names)})\n"
+        f"INSERT INTO {table}_pending ({', '.join(names)})\n"  # nosec B608
         f"SELECT {', '.join(exprs)}\nFROM ({source}) AS x\nGROUP BY {group}"
     )
 
@@ -192,8 +192,8 @@ def _procedure_statements(d: Dialect, source: str) -> list[str]:
     """Statements applying signed procedure rows to the procedure roll-ups."""
     if d.stage:
         # One append of the rows themselves: the flush groups them for all three roll-ups.
-        return [f"INSERT INTO procedures_pending SELECT txid_current(), x.* FROM ({source}) AS x"]
-    used = f"SELECT * FROM ({source}) AS u WHERE u.status <> 'cancelled'"
+        return [f"INSERT INTO procedures_pending SELECT txid_current(), x.* FROM ({source}) AS x"]  # nosec B608
+    used = f"SELECT * FROM ({source}) AS u WHERE u.status <> 'cancelled'"  # nosec B608
     write = _write(d)
     return [
         write(
@@ -242,6 +242,9 @@ def _differs(
     return "(" + " OR ".join(f"{old}.{c} {op} {new}.{c}" for c in columns) + ")"
 
 
+# The SQL texts in this module are assembled from its own table and column names, never
+# from input; that is what each `nosec B608` mark accepts.
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 PG_LOCKED = (
@@ -277,7 +280,7 @@ def _pg_function(name: str, guard: str, statements: list[str]) -> str:
 def _pg_procedure_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
     cols = ", ".join(f"{{t}}.{c}" for c in ("procedure_id", *PROCEDURE_INPUTS))
     changed = (
-        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
+        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "  # nosec B608
         f"WHERE {_differs(PROCEDURE_INPUTS)}"
     )
     moved = (
@@ -285,18 +288,18 @@ def _pg_procedure_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
         "WHERE (o.start_time, o.procedure_category) IS DISTINCT FROM "
         "(n.start_time, n.procedure_category)"
     )
-    ins = f"SELECT 1 AS sign, {cols.format(t='n')} FROM new_rows n"
+    ins = f"SELECT 1 AS sign, {cols.format(t='n')} FROM new_rows n"  # nosec B608
     upd = (
-        f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o "
+        f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o "  # nosec B608
         f"WHERE o.procedure_id IN ({changed}) UNION ALL "
         f"SELECT 1, {cols.format(t='n')} FROM new_rows n WHERE n.procedure_id IN ({changed})"
     )
-    dele = f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o"
+    dele = f"SELECT -1 AS sign, {cols.format(t='o')} FROM old_rows o"  # nosec B608
     # A procedure that changes day or category moves its outcome (read here, after the
     # procedure rows are locked by this statement) from the old group to the new one.
     outcome_cols = ", ".join(f"c.{c}" for c in ("success_status", *OUTCOME_INPUTS[1:]))
     move = (
-        f"SELECT -1 AS sign, o.start_time, o.procedure_category, {outcome_cols} "
+        f"SELECT -1 AS sign, o.start_time, o.procedure_category, {outcome_cols} "  # nosec B608
         f"FROM old_rows o JOIN outcomes c USING (procedure_id) "
         f"WHERE o.procedure_id IN ({moved}) UNION ALL "
         f"SELECT 1, n.start_time, n.procedure_category, {outcome_cols} "
@@ -321,12 +324,12 @@ def _pg_outcome_functions(d: Dialect) -> dict[str, tuple[str, list[str]]]:
 
     def joined(sign: str, rows: str, where: str = "") -> str:
         return (
-            f"SELECT {sign} AS sign, p.start_time, p.procedure_category, {cols.format(t='r')} "
+            f"SELECT {sign} AS sign, p.start_time, p.procedure_category, {cols.format(t='r')} "  # nosec B608
             f"FROM {rows} r JOIN ({PG_LOCKED.format(rows=rows)}) p USING (procedure_id){where}"
         )
 
     changed = (
-        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "
+        "SELECT n.procedure_id FROM old_rows o JOIN new_rows n USING (procedure_id) "  # nosec B608
         f"WHERE {_differs(OUTCOME_INPUTS)}"
     )
     where = f" WHERE r.procedure_id IN ({changed})"
@@ -369,7 +372,7 @@ def _pg_flush() -> None:
     keys, values = ["day", "procedure_category", "success_status"], list(OUTCOME_DAY)
     exprs = [*keys, *(f"sum({v})" for v in values)]
     merges.append(
-        "WITH d AS (DELETE FROM outcome_days_pending WHERE xid = NEW.xid RETURNING *)\n"
+        "WITH d AS (DELETE FROM outcome_days_pending WHERE xid = NEW.xid RETURNING *)\n"  # nosec B608
         + _merge("outcome_days", keys, values, [*keys, *values], exprs, "d")
     )
     merges.append("DELETE FROM rollup_flush WHERE xid = NEW.xid")
@@ -420,9 +423,9 @@ def _pg_upgrade(d: Dialect) -> None:
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             # DELETE: a TRUNCATE naming the roll-ups too has them open in this session.
             "BEGIN\n"
-            + "".join(f"DELETE FROM {t};\n" for t in targets)
+            + "".join(f"DELETE FROM {t};\n" for t in targets)  # nosec B608
             + "".join(
-                f"DELETE FROM {t} WHERE xid = txid_current();\n"
+                f"DELETE FROM {t} WHERE xid = txid_current();\n"  # nosec B608
                 for t in (PENDING if table == "procedures" else PENDING[1:])
             )
             + "RETURN NULL;\nEND $$"
@@ -535,7 +538,7 @@ def _backfill(d: Dialect) -> None:
         op.execute(statement)
     cols = ", ".join(f"c.{c}" for c in OUTCOME_INPUTS)
     joined = (
-        f"SELECT 1 AS sign, p.start_time, p.procedure_category, {cols} "
+        f"SELECT 1 AS sign, p.start_time, p.procedure_category, {cols} "  # nosec B608
         "FROM outcomes c JOIN procedures p ON p.procedure_id = c.procedure_id"
     )
     op.execute(_outcome_statement(d, joined))
