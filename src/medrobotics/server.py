@@ -161,6 +161,7 @@ async def serve_many(
     sockets = [bind(host, p) for p in (front_port, ingestion_port, api_port)]
     ingestion = build(settings, "ingestion")
     api = build(settings, "api")
+    settle_memory()
     front = _Server(_config(Front(api, ingestion), settings, host, front_port, lifespan="off"))
     backs = [
         _Server(_config(ingestion, settings, host, ingestion_port)),

@@ -62,4 +62,4 @@ async def list_outcomes(
             phi=caller.phi,
         )
     )
-    return await respond_page(caller, request, rows, next_key(rows, outcomes.KEY), limit)
+    return await respond_page(caller, request, rows, next_key(rows), limit)

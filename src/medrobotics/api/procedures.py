@@ -76,7 +76,7 @@ async def list_procedures(
             phi=caller.phi,
         )
     )
-    return await respond_page(caller, request, rows, next_key(rows, procedures.KEY), limit)
+    return await respond_page(caller, request, rows, next_key(rows), limit)
 
 
 @router.get(

@@ -165,8 +165,8 @@ class ChannelStats(BaseModel):
 
 
 class TelemetrySummary(BaseModel):
-    """What a procedure's telemetry holds: samples from a day before its start to a day after
-    its end (or now, while it is in progress)."""
+    """What a procedure's telemetry holds: every sample accepted for it, including samples
+    since moved to the lake by retention."""
 
     sample_count: int
     first_timestamp: UtcDateTime | None

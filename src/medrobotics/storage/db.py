@@ -123,11 +123,9 @@ class Reader:
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         if self.pool is None:
             raise RuntimeError("no async pool off PostgreSQL")
-        try:
+        with _outages():
             async with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise Unavailable("database unavailable") from exc
 
     def _page(self, query: Query) -> Rows:
         with reading(self.engine) as conn:
@@ -164,7 +162,7 @@ def _outages() -> Iterator[None]:
     # A database that does not answer is the client's "retry later", not a crash.
     try:
         yield
-    except (OperationalError, psycopg.OperationalError) as exc:
+    except (OperationalError, psycopg.OperationalError, PoolTimeout) as exc:
         raise Unavailable("database unavailable") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:

@@ -6,16 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Select, bindparam, select, true
+from sqlalchemy import Boolean, Connection, Select, bindparam, select
 
 from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
-from medrobotics.storage import pages
-from medrobotics.storage.keyset import Key, after_key
+from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import UtcDateTime, outcomes, procedures
 from medrobotics.storage.upsert import upsert
-
-KEY = ("start_time", "procedure_id")
 
 
 def upsert_many(conn: Connection, *, items: Sequence[OutcomeIn]) -> int:
@@ -59,23 +56,9 @@ def page(
         "start": start,
         "end": end,
     }
-    params = {k: v for k, v in given.items() if v is not None}
-    if after is not None:
-        params["after_time"], params["after_id"] = after
-    names = tuple(params)
-    shape = pages.Shape(
-        name=("outcomes", names),
-        order=_newest_first,
-        omit=frozenset() if phi else frozenset(PHI_FIELDS),
-        keys=KEY,
-        ident="procedure_id",
-        flag=PHI_FIELDS if phi else (),
+    return newest_first(
+        "outcomes", _listing, given, after=after, limit=limit, phi=phi, phi_fields=PHI_FIELDS
     )
-    return Query(lambda: _listing(names), shape, params, limit)
-
-
-def _newest_first() -> list[Any]:
-    return [procedures.c.start_time.desc(), procedures.c.procedure_id.desc()]
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:
@@ -87,7 +70,5 @@ def _listing(names: tuple[str, ...]) -> Select[Any]:
         "readmission": lambda: o.readmission_30day == bindparam("readmission", type_=Boolean),
         "start": lambda: p.start_time >= bindparam("start", type_=UtcDateTime),
         "end": lambda: p.start_time < bindparam("end", type_=UtcDateTime),
-        "after_time": lambda: after_key(p.start_time, p.procedure_id),
-        "after_id": true,
     }
     return _select().where(*[conds[n]() for n in names])

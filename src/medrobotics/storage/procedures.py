@@ -7,19 +7,16 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, select, true
+from sqlalchemy import Connection, Select, bindparam, select
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
-from medrobotics.storage import pages
 from medrobotics.storage import telemetry as telemetry_q
-from medrobotics.storage.keyset import Key, after_key
+from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import UtcDateTime, procedures, telemetry_summary
 from medrobotics.storage.tables import outcomes as outcomes_t
 from medrobotics.storage.tables import robots as robots_t
 from medrobotics.storage.upsert import upsert
-
-KEY = ("start_time", "procedure_id")
 
 
 def upsert_many(conn: Connection, *, items: Sequence[ProcedureIn]) -> int:
@@ -117,23 +114,9 @@ def page(
         "start": start,
         "end": end,
     }
-    params = {k: v for k, v in given.items() if v is not None}
-    if after is not None:
-        params["after_time"], params["after_id"] = after
-    names = tuple(params)
-    shape = pages.Shape(
-        name=("procedures", names),
-        order=_newest_first,
-        omit=frozenset() if phi else frozenset(PHI_FIELDS),
-        keys=KEY,
-        ident="procedure_id",
-        flag=PHI_FIELDS if phi else (),
+    return newest_first(
+        "procedures", _listing, given, after=after, limit=limit, phi=phi, phi_fields=PHI_FIELDS
     )
-    return Query(lambda: _listing(names), shape, params, limit)
-
-
-def _newest_first() -> list[Any]:
-    return [procedures.c.start_time.desc(), procedures.c.procedure_id.desc()]
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:
@@ -150,8 +133,6 @@ def _listing(names: tuple[str, ...]) -> Select[Any]:
         "status": lambda: p.status == bindparam("status"),
         "start": lambda: p.start_time >= bindparam("start", type_=UtcDateTime),
         "end": lambda: p.start_time < bindparam("end", type_=UtcDateTime),
-        "after_time": lambda: after_key(p.start_time, p.procedure_id),
-        "after_id": true,
     }
     return select(procedures).where(*[conds[n]() for n in names])
 
