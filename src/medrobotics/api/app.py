@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
+from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__
-from medrobotics.api import analytics, outcomes, procedures, robots
+from medrobotics.api import analytics, fast, outcomes, procedures, robots
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import Reader, make_engine, make_pool
@@ -25,6 +26,19 @@ from medrobotics.web import (
 )
 
 SERVICE = "api-service"
+
+
+class ApiApp(FastAPI):
+    """The FastAPI app, behind the fast path for plain list and detail reads (see api.fast)."""
+
+    fast: fast.FastReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reads = self.fast
+        if reads is not None and scope["type"] == "http" and fast.taken(scope):
+            await reads(scope, receive, send, super().__call__)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
@@ -46,7 +60,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             if pool is not None:
                 await pool.close()
 
-    app = FastAPI(
+    app = ApiApp(
         title="medrobotics query API",
         version=__version__,
         description="Robots, procedures, outcomes, telemetry and analytics of the fleet. "
@@ -60,9 +74,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.reader = Reader(engine, pool)
+    app.state.reader = reader = Reader(engine, pool)
     app.state.settings = settings
-    app.state.guard = Guard(engine, settings)
+    app.state.guard = guard = Guard(engine, settings)
+    app.fast = fast.FastReads(service=SERVICE, settings=settings, guard=guard, reader=reader)
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)

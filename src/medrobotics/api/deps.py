@@ -74,8 +74,7 @@ async def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
             engine = caller.request.app.state.engine
             await anyio.to_thread.run_sync(audit_phi, engine, caller.request, caller.principal, ids)
         return data
-    stripped: dict[str, Any] = _strip(data)
-    return stripped
+    return strip_phi(data)
 
 
 async def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
@@ -101,6 +100,12 @@ def _phi_records(value: Any) -> set[str]:
         for v in value:
             found |= _phi_records(v)
     return found
+
+
+def strip_phi(data: dict[str, Any]) -> dict[str, Any]:
+    """Return `data` without patient fields, at any depth."""
+    stripped: dict[str, Any] = _strip(data)
+    return stripped
 
 
 def _strip(value: Any) -> Any:

@@ -18,7 +18,6 @@ from medrobotics.api.params import (
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
 from medrobotics.storage import outcomes
-from medrobotics.storage.keyset import next_key
 from medrobotics.web import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
@@ -62,4 +61,4 @@ async def list_outcomes(
             phi=caller.phi,
         )
     )
-    return await respond_page(caller, request, rows, next_key(rows), limit)
+    return await respond_page(caller, request, rows, limit)

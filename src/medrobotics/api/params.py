@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from fastapi import Path, Query, Request
 from medrobotics.api.deps import Caller, invalid
 from medrobotics.auth import audit_phi
 from medrobotics.domain.types import UtcDateTime
-from medrobotics.storage.keyset import Key
+from medrobotics.storage.keyset import Key, next_key
 from medrobotics.storage.pages import Rows
 from medrobotics.web import ORJSONResponse
 
@@ -73,29 +74,48 @@ def decode_cursor(cursor: str | None) -> Key | None:
     return when.astimezone(UTC), ident
 
 
-def next_link(request: Request, **params: str | int) -> str:
-    """Return the path and query of this request with `params` replaced."""
+def next_link(path: str, query: Sequence[tuple[str, str]], **params: str | int) -> str:
+    """Return `path` with the request's `query` items, `params` replaced."""
     # From the parsed query, not `request.url`: rebuilding the whole URL cost more than the
     # rest of a page's Python work.
-    query = [(k, v) for k, v in request.query_params.multi_items() if k not in params]
-    query += [(k, str(v)) for k, v in params.items()]
-    return f"{request.scope['path']}?{urlencode(query)}"
+    kept = [(k, v) for k, v in query if k not in params]
+    kept += [(k, str(v)) for k, v in params.items()]
+    return f"{path}?{urlencode(kept)}"
 
 
-def keyset_page(request: Request, items: Any, key: Key | None, limit: int) -> dict[str, Any]:
+def query_of(request: Request) -> tuple[str, list[tuple[str, str]]]:
+    """Return the request's path and its query items, as the page builders take them."""
+    return request.scope["path"], request.query_params.multi_items()
+
+
+def keyset_page(
+    path: str, query: Sequence[tuple[str, str]], rows: Rows, limit: int
+) -> dict[str, Any]:
     """Return a keyset page: the items, and the cursor and link of the next page (or None)."""
+    key = next_key(rows)
     token = encode_cursor(key) if key is not None else None
     return {
-        "items": items,
+        "items": rows.items,
         "limit": limit,
         "next_cursor": token,
-        "next": next_link(request, cursor=token) if token else None,
+        "next": next_link(path, query, cursor=token) if token else None,
     }
 
 
-async def respond_page(
-    caller: Caller, request: Request, rows: Rows, key: Key | None, limit: int
-) -> ORJSONResponse:
+def offset_page(
+    path: str, query: Sequence[tuple[str, str]], rows: Rows, limit: int, offset: int
+) -> dict[str, Any]:
+    """Return an offset page: the items, the total, and the link of the next page (or None)."""
+    return {
+        "items": rows.items,
+        "total": rows.total,
+        "limit": limit,
+        "offset": offset,
+        "next": next_link(path, query, offset=offset + limit) if rows.more else None,
+    }
+
+
+async def respond_page(caller: Caller, request: Request, rows: Rows, limit: int) -> ORJSONResponse:
     """Answer a keyset page (patient fields already left out unless the caller may see them).
 
     The records whose patient data is shown are audited, by id.
@@ -104,4 +124,4 @@ async def respond_page(
         engine = request.app.state.engine
         ids = sorted(rows.flagged)
         await anyio.to_thread.run_sync(audit_phi, engine, request, caller.principal, ids)
-    return ORJSONResponse(keyset_page(request, rows.items, key, limit))
+    return ORJSONResponse(keyset_page(*query_of(request), rows, limit))

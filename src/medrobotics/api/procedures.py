@@ -26,7 +26,6 @@ from medrobotics.domain.telemetry import READINGS, TelemetrySeries
 from medrobotics.errors import NotFound
 from medrobotics.storage import procedures
 from medrobotics.storage.db import reading
-from medrobotics.storage.keyset import next_key
 from medrobotics.web import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
@@ -76,7 +75,7 @@ async def list_procedures(
             phi=caller.phi,
         )
     )
-    return await respond_page(caller, request, rows, next_key(rows), limit)
+    return await respond_page(caller, request, rows, limit)
 
 
 @router.get(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from medrobotics.api.deps import EngineDep, LimitDep, ReaderDep
-from medrobotics.api.params import PathId, next_link
+from medrobotics.api.params import PathId, offset_page, query_of
 from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
 from medrobotics.storage import robots
@@ -32,13 +32,7 @@ async def list_robots(
         facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
     )
     rows = await reader.page(query)
-    page = {
-        "items": rows.items,
-        "total": rows.total,
-        "limit": limit,
-        "offset": offset,
-        "next": next_link(request, offset=offset + limit) if rows.more else None,
-    }
+    page = offset_page(*query_of(request), rows, limit, offset)
     return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 
 
