@@ -28,12 +28,14 @@ def newest_first(
     limit: int,
     phi: bool,
     phi_fields: tuple[str, ...],
+    doc: Callable[[], ColumnElement[str]] | None = None,
 ) -> Query:
     """Return a page of `listing` by procedure start, newest first from `after`, to read.
 
     `listing` builds the select for the names of the filters given (bound by those names);
     None values are filters not given. Without `phi` the `phi_fields` are left out; with it,
-    the rows that show them are flagged for the audit.
+    the rows that show them are flagged for the audit. `doc` is the rows' stored JSON without
+    the `phi_fields` (PostgreSQL), used when they are left out.
     """
     params = {k: v for k, v in given.items() if v is not None}
     names = tuple(params)
@@ -53,6 +55,7 @@ def newest_first(
         keys=KEY,
         ident="procedure_id",
         flag=phi_fields if phi else (),
+        doc=None if phi else doc,
     )
     return Query(build, shape, params, limit)
 

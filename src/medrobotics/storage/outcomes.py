@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Select, bindparam, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 
 from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
 from medrobotics.storage.keyset import Key, newest_first
@@ -57,8 +67,27 @@ def page(
         "end": end,
     }
     return newest_first(
-        "outcomes", _listing, given, after=after, limit=limit, phi=phi, phi_fields=PHI_FIELDS
+        "outcomes",
+        _listing,
+        given,
+        after=after,
+        limit=limit,
+        phi=phi,
+        phi_fields=PHI_FIELDS,
+        doc=page_doc,
     )
+
+
+def page_doc() -> ColumnElement[str]:
+    """Return an outcome's page JSON from the stored parts (PostgreSQL, 0006).
+
+    The outcome's own fields (without patient fields) and its procedure's robot, category and
+    start are each stored as an object beside their row; the page joins the two objects.
+    """
+    # Each object ends '"}' (its last field is a time) or starts '{"': one brace is trimmed.
+    own = func.rtrim(literal_column("outcomes.page_doc", Text), literal_column("'}'"))
+    theirs = func.ltrim(literal_column("procedures.outcome_doc", Text), literal_column("'{'"))
+    return own.op("||")(literal_column("','")).op("||")(theirs)
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:

@@ -60,6 +60,8 @@ class Shape:
     ident: str = ""
     flag: tuple[str, ...] = ()
     total: bool = False
+    doc: Callable[[], ColumnElement[str]] | None = None
+    """On PostgreSQL, each row's JSON as stored beside it (migration 0006); None: built here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +139,19 @@ def _json(stmt: Select[Any], shape: Shape) -> Select[Any]:
     # The page plus one row (to tell whether more follow) as one JSON array, the row count,
     # the key of the page's last row, and which rows carry flagged fields. Every aggregate
     # reads the ordered subquery's rows in the same order; the array keeps it.
-    full = _plain(stmt, shape).subquery("full")
-    r = select(*[c for c in full.c if c.key not in shape.omit]).subquery("r")
     end = bindparam("page_end", type_=Integer)
-    cols: list[Any] = [
-        func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json")).cast(Text),
-        func.count(),
-    ]
+    if shape.doc is not None:
+        r = _plain(stmt.add_columns(shape.doc().label("page_doc")), shape).subquery("r")
+        # Separated as json_agg separates elements (_from_json cuts the extra row there).
+        docs = func.string_agg(r.c.page_doc, literal_column("E', \\n '"))
+        empty: Any = literal_column("''")
+        close: Any = literal_column("']'")
+        array: Any = literal_column("'['").op("||")(func.coalesce(docs, empty)).op("||")(close)
+    else:
+        full = _plain(stmt, shape).subquery("full")
+        r = select(*[c for c in full.c if c.key not in shape.omit]).subquery("r")
+        array = func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json"))
+    cols: list[Any] = [array.cast(Text), func.count()]
     cols += [func.array_agg(r.c[k])[end] for k in shape.keys]
     if shape.flag:
         any_set = or_(*[r.c[f].is_not(None) for f in shape.flag])

@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy import ColumnElement, Connection, Select, Text, bindparam, literal_column, select
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
 from medrobotics.storage import telemetry as telemetry_q
@@ -115,8 +115,20 @@ def page(
         "end": end,
     }
     return newest_first(
-        "procedures", _listing, given, after=after, limit=limit, phi=phi, phi_fields=PHI_FIELDS
+        "procedures",
+        _listing,
+        given,
+        after=after,
+        limit=limit,
+        phi=phi,
+        phi_fields=PHI_FIELDS,
+        doc=page_doc,
     )
+
+
+def page_doc() -> ColumnElement[str]:
+    """Return a procedure's stored page JSON, without patient fields (PostgreSQL, 0006)."""
+    return literal_column("procedures.page_doc", Text)
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:

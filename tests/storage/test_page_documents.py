@@ -1,0 +1,131 @@
+"""Stored page documents (PostgreSQL) give exactly the pages json_agg builds, kept on writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import Engine, select, text
+
+from medrobotics.domain.outcomes import OutcomeIn
+from medrobotics.domain.procedures import ProcedureIn
+from medrobotics.storage import migrate, outcomes, pages, procedures
+from medrobotics.storage.db import make_engine, transaction
+from medrobotics.storage.pages import Query
+from medrobotics.storage.tables import outcome_days, procedure_days, robot_days, robot_months
+from tests.fleet import make_fleet, write
+
+POSTGRES = pytest.mark.parametrize("migrated_engine", ["postgresql"], indirect=True)
+
+ROLLUPS = (procedure_days, robot_days, robot_months, outcome_days)
+
+
+def _page(engine: Engine, query: Query) -> tuple[bytes, pages.Rows]:
+    with engine.connect() as conn:
+        rows = pages.fetch(conn, query)
+    return orjson.dumps(rows.items), rows
+
+
+def _built(query: Query) -> Query:
+    # The same page, built by json_agg from the columns instead of read from the documents.
+    shape = dataclasses.replace(query.shape, doc=None, name=(query.shape.name, "built"))
+    return dataclasses.replace(query, shape=shape)
+
+
+def _queries(limit: int, after: Any = None) -> list[Query]:
+    return [
+        procedures.page(limit=limit, after=after, phi=False),
+        procedures.page(limit=limit, after=after, phi=False, category="cardiac"),
+        outcomes.page(limit=limit, after=after, phi=False),
+        outcomes.page(limit=limit, after=after, phi=False, readmission=True),
+    ]
+
+
+def _assert_same_pages(engine: Engine) -> None:
+    for limit in (1, 7, 500):
+        for query in _queries(limit):
+            stored, rows = _page(engine, query)
+            built, expected = _page(engine, _built(query))
+            assert query.shape.doc is not None
+            assert stored == built, query.shape.name
+            assert (rows.more, rows.last) == (expected.more, expected.last)
+            assert orjson.loads(stored)  # valid JSON, and not empty
+
+
+@POSTGRES
+def test_documents_match_built_pages_after_inserts_and_updates(engine: Engine) -> None:
+    fleet = write(engine, make_fleet(n_procedures=60))
+    _assert_same_pages(engine)
+
+    rng = random.Random(5)
+    # Re-sends through the write path change fields and times...
+    changed = [
+        ProcedureIn.model_validate(
+            p.model_dump() | {"complexity_score": round(rng.uniform(1, 5), 3), "status": "aborted"}
+        )
+        for p in fleet.procedures[::3]
+    ]
+    notes = [
+        OutcomeIn.model_validate(
+            o.model_dump() | {"blood_loss_ml": 0.1 + 0.2, "surgeon_notes": "seen by Dr. X"}
+        )
+        for o in fleet.outcomes[::2]
+    ]
+    with transaction(engine) as conn:
+        procedures.upsert_many(conn, items=changed)
+        outcomes.upsert_many(conn, items=notes)
+    # ...and a writer whose session shows times and floats its own way changes more.
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL timezone TO 'Asia/Kolkata'"))
+        conn.execute(text("SET LOCAL extra_float_digits TO -3"))
+        conn.execute(
+            text(
+                "UPDATE procedures SET start_time = start_time - interval '90 minutes', "
+                "duration_minutes = 1.0 / 3 WHERE procedure_id IN ('proc-001', 'proc-002')"
+            )
+        )
+        conn.execute(text("UPDATE outcomes SET hospital_stay_days = 2.0 / 3"))
+    _assert_same_pages(engine)
+
+    with engine.connect() as conn:
+        shown = conn.execute(
+            text("SELECT page_doc FROM procedures WHERE procedure_id = 'proc-001'")
+        ).scalar_one()
+    doc = orjson.loads(shown)
+    assert doc["duration_minutes"] == 1 / 3  # the shortest exact form, whatever the session
+    assert doc["start_time"].endswith("+00:00")
+    assert not {"patient_id", "patient_age", "patient_gender"} & set(doc)
+
+
+@POSTGRES
+def test_pages_without_rows_and_with_patient_fields(engine: Engine) -> None:
+    for query in _queries(5):
+        stored, rows = _page(engine, query)
+        assert stored == b"[]" and not rows.more
+    write(engine, make_fleet(n_procedures=12))
+    with_phi = procedures.page(limit=50, phi=True)
+    assert with_phi.shape.doc is None  # patient fields: built by json_agg, rows flagged
+    _, rows = _page(engine, with_phi)
+    assert rows.flagged
+
+
+@pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
+def test_upgrade_writes_documents_of_existing_rows(fresh_url: str) -> None:
+    engine = make_engine(fresh_url, pool_size=2)
+    migrate.upgrade(engine, "0005")
+    write(engine, make_fleet(n_procedures=40))
+    with engine.connect() as conn:
+        before = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
+    migrate.upgrade(engine)
+    _assert_same_pages(engine)
+    with engine.connect() as conn:
+        after = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
+        assert (
+            conn.execute(text("SELECT count(*) FROM procedures WHERE page_doc IS NULL")).scalar()
+            == 0
+        )
+    assert after == before  # the backfill moved no roll-up
+    engine.dispose()
