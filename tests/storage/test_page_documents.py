@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -36,15 +38,20 @@ def _built(query: Query) -> Query:
 
 
 def _queries(limit: int, after: Any = None) -> list[Query]:
+    since = datetime(2000, 1, 1, tzinfo=UTC)
     return [
         procedures.page(limit=limit, after=after, phi=False),
         procedures.page(limit=limit, after=after, phi=False, category="cardiac"),
         outcomes.page(limit=limit, after=after, phi=False),
+        outcomes.page(limit=limit, after=after, phi=False, category="general", start=since),
         outcomes.page(limit=limit, after=after, phi=False, readmission=True),
+        outcomes.page(limit=limit, after=after, phi=False, success_status="successful"),
     ]
 
 
-def _assert_same_pages(engine: Engine) -> None:
+def _assert_same_pages(engine: Engine) -> int:
+    """Compare every page both ways; return how many items the pages held."""
+    shown = 0
     for limit in (1, 7, 500):
         for query in _queries(limit):
             stored, rows = _page(engine, query)
@@ -52,13 +59,14 @@ def _assert_same_pages(engine: Engine) -> None:
             assert query.shape.doc is not None
             assert stored == built, query.shape.name
             assert (rows.more, rows.last) == (expected.more, expected.last)
-            assert orjson.loads(stored)  # valid JSON, and not empty
+            shown += len(orjson.loads(stored))
+    return shown
 
 
 @POSTGRES
 def test_documents_match_built_pages_after_inserts_and_updates(engine: Engine) -> None:
     fleet = write(engine, make_fleet(n_procedures=60))
-    _assert_same_pages(engine)
+    assert _assert_same_pages(engine) > 60
 
     rng = random.Random(5)
     # Re-sends through the write path change fields and times...
@@ -88,7 +96,7 @@ def test_documents_match_built_pages_after_inserts_and_updates(engine: Engine) -
             )
         )
         conn.execute(text("UPDATE outcomes SET hospital_stay_days = 2.0 / 3"))
-    _assert_same_pages(engine)
+    assert _assert_same_pages(engine) > 60
 
     with engine.connect() as conn:
         shown = conn.execute(
@@ -120,7 +128,7 @@ def test_upgrade_writes_documents_of_existing_rows(fresh_url: str) -> None:
     with engine.connect() as conn:
         before = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
     migrate.upgrade(engine)
-    _assert_same_pages(engine)
+    assert _assert_same_pages(engine) > 40
     with engine.connect() as conn:
         after = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
         assert (
@@ -129,3 +137,57 @@ def test_upgrade_writes_documents_of_existing_rows(fresh_url: str) -> None:
         )
     assert after == before  # the backfill moved no roll-up
     engine.dispose()
+
+
+@POSTGRES
+def test_outcome_pages_follow_deletes_moves_and_truncate(engine: Engine) -> None:
+    fleet = write(engine, make_fleet(n_procedures=40))
+    with_outcome = [o.procedure_id for o in fleet.outcomes]
+    with engine.begin() as conn:
+        # A procedure moves: its outcome's page object follows, the outcome's part kept.
+        conn.execute(
+            text(
+                "UPDATE procedures SET start_time = start_time - interval '7 days', "
+                "robot_id = 'robot-moved', procedure_category = 'cardiac' "
+                "WHERE procedure_id = :a"
+            ),
+            {"a": with_outcome[0]},
+        )
+        conn.execute(text("DELETE FROM outcomes WHERE procedure_id = :b"), {"b": with_outcome[1]})
+        # Deleting a procedure deletes its outcome first (migration 0005).
+        conn.execute(text("DELETE FROM procedures WHERE procedure_id = :c"), {"c": with_outcome[2]})
+    _assert_same_pages(engine)
+    with engine.connect() as conn:
+        moved = conn.execute(
+            text("SELECT outcome_page_doc FROM procedures WHERE procedure_id = :a"),
+            {"a": with_outcome[0]},
+        ).scalar_one()
+    assert orjson.loads(moved)["robot_id"] == "robot-moved"
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE outcomes"))
+    assert _assert_same_pages(engine) > 0  # the procedures' pages
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT count(outcome_page_doc) FROM procedures")).scalar()
+    assert left == 0
+
+
+@POSTGRES
+def test_concurrent_writers_keep_documents_exact(engine: Engine) -> None:
+    from tests.storage.test_analytics_rollups import _seed, _writes
+
+    _seed(engine)
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        try:
+            _writes(engine, seed=seed, rounds=10)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc.__cause__ or exc)
+
+    threads = [threading.Thread(target=run, args=(20 + n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert _assert_same_pages(engine) > 100

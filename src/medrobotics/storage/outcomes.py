@@ -13,7 +13,6 @@ from sqlalchemy import (
     Select,
     Text,
     bindparam,
-    func,
     literal_column,
     select,
 )
@@ -75,29 +74,40 @@ def page(
         phi=phi,
         phi_fields=PHI_FIELDS,
         doc=page_doc,
+        stored=_stored,
     )
 
 
 def page_doc() -> ColumnElement[str]:
-    """Return an outcome's page JSON from the stored parts (PostgreSQL, 0006).
+    """Return an outcome's stored page JSON, on its procedure's row (PostgreSQL, 0006)."""
+    return literal_column("procedures.outcome_page_doc", Text)
 
-    The outcome's own fields (without patient fields) and its procedure's robot, category and
-    start are each stored as an object beside their row; the page joins the two objects.
-    """
-    # Each object ends '"}' (its last field is a time) or starts '{"': one brace is trimmed.
-    own = func.rtrim(literal_column("outcomes.page_doc", Text), literal_column("'}'"))
-    theirs = func.ltrim(literal_column("procedures.outcome_doc", Text), literal_column("'{'"))
-    return own.op("||")(literal_column("','")).op("||")(theirs)
+
+_OWN_FILTERS = frozenset({"success_status", "readmission"})
+
+
+def _stored(names: tuple[str, ...]) -> Select[Any]:
+    # Without a filter on the outcome's own fields, a page is a range of procedures carrying an
+    # outcome's page object: no lookup of the outcome per row.
+    if _OWN_FILTERS & set(names):
+        return _listing(names)
+    p, conds = procedures.c, _conditions()
+    has_outcome = page_doc().is_not(None)
+    return select(p.procedure_id, p.start_time).where(has_outcome, *[conds[n]() for n in names])
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:
     # The filters given, as bound parameters: one statement per combination of filters.
+    conds = _conditions()
+    return _select().where(*[conds[n]() for n in names])
+
+
+def _conditions() -> dict[str, Any]:
     p, o = procedures.c, outcomes.c
-    conds: dict[str, Any] = {
+    return {
         "success_status": lambda: o.success_status == bindparam("success_status"),
         "category": lambda: p.procedure_category == bindparam("category"),
         "readmission": lambda: o.readmission_30day == bindparam("readmission", type_=Boolean),
         "start": lambda: p.start_time >= bindparam("start", type_=UtcDateTime),
         "end": lambda: p.start_time < bindparam("end", type_=UtcDateTime),
     }
-    return _select().where(*[conds[n]() for n in names])

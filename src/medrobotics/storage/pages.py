@@ -74,6 +74,8 @@ class Query:
     params: Mapping[str, Any]
     limit: int
     offset: int = 0
+    stored: Callable[[], Select[Any]] | None = field(default=None, compare=False)
+    """On PostgreSQL with `shape.doc`: the select to read the documents from (else `build`)."""
 
     def values(self) -> dict[str, Any]:
         """Return every parameter of the page's statement."""
@@ -118,7 +120,10 @@ async def fetch_async(conn: AsyncConnection[Any], query: Query) -> Rows:
 def _postgres_sql(query: Query) -> str:
     sql = _sql.get(query.shape)
     if sql is None:
-        sql = _sql[query.shape] = postgres_sql(_json(query.build(), query.shape))
+        build = query.build
+        if query.shape.doc is not None and query.stored is not None:
+            build = query.stored
+        sql = _sql[query.shape] = postgres_sql(_json(build(), query.shape))
     return sql
 
 

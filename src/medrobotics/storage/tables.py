@@ -101,7 +101,10 @@ robots = Table(
     Index(None, "robot_model"),
 )
 
-POSTGRES_ONLY = {"procedures": {"page_doc", "outcome_doc"}, "outcomes": {"page_doc"}}
+POSTGRES_ONLY = {
+    "procedures": {"page_doc", "outcome_doc", "outcome_page_doc"},
+    "outcomes": {"page_doc"},
+}
 """Columns PostgreSQL adds (migration 0006): the rows' stored page JSON, kept by triggers and
 read only by the page statements. Left out of these tables so that no other select reads them."""
 
