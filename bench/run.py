@@ -513,7 +513,10 @@ class Bench:
             per_procedure=s["per_procedure"],
         )
         log(f"  dataset: {self.extra['dataset']}")
-        svc = self.service("api")
+        # Sized to this machine: PostgreSQL runs on the same two cores as the service and wrk.
+        # Ten backends running at once (the default pool) took CPU from the service's one
+        # thread in bursts (p99 35-64 ms on the robots list); two per core keep both fed.
+        svc = self.service("api", MEDROBOTICS_DB_POOL_SIZE="4")
         svc.start()
         base = f"http://127.0.0.1:{svc.port}"
         scale = f"{s['procedures']:,} procedures"
