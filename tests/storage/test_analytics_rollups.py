@@ -218,7 +218,8 @@ def test_flush_before_commit_then_more_writes(engine: Engine) -> None:
     _assert_exact(engine)
 
 
-def test_concurrent_writers_keep_rollups_exact(engine: Engine) -> None:
+def concurrent_writes(engine: Engine, *, first_seed: int) -> list[BaseException]:
+    """Seed, then run four writers of `_writes` at once; return what they raised."""
     _seed(engine)
     errors: list[BaseException] = []
 
@@ -228,11 +229,16 @@ def test_concurrent_writers_keep_rollups_exact(engine: Engine) -> None:
         except BaseException as exc:  # reported by the test thread
             errors.append(exc.__cause__ or exc)
 
-    threads = [threading.Thread(target=run, args=(10 + n,)) for n in range(4)]
+    threads = [threading.Thread(target=run, args=(first_seed + n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return errors
+
+
+def test_concurrent_writers_keep_rollups_exact(engine: Engine) -> None:
+    errors = concurrent_writes(engine, first_seed=10)
     assert not errors, errors
     _assert_exact(engine)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +18,7 @@ from medrobotics.storage.db import make_engine, transaction
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import outcome_days, procedure_days, robot_days, robot_months
 from tests.fleet import make_fleet, write
+from tests.storage.test_analytics_rollups import concurrent_writes
 
 POSTGRES = pytest.mark.parametrize("migrated_engine", ["postgresql"], indirect=True)
 
@@ -173,21 +173,6 @@ def test_outcome_pages_follow_deletes_moves_and_truncate(engine: Engine) -> None
 
 @POSTGRES
 def test_concurrent_writers_keep_documents_exact(engine: Engine) -> None:
-    from tests.storage.test_analytics_rollups import _seed, _writes
-
-    _seed(engine)
-    errors: list[BaseException] = []
-
-    def run(seed: int) -> None:
-        try:
-            _writes(engine, seed=seed, rounds=10)
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc.__cause__ or exc)
-
-    threads = [threading.Thread(target=run, args=(20 + n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = concurrent_writes(engine, first_seed=20)
     assert not errors, errors
     assert _assert_same_pages(engine) > 100

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from medrobotics.api.deps import strip_phi
 from medrobotics.api.params import decode_cursor, keyset_page, offset_page
-from medrobotics.auth import Guard
+from medrobotics.auth import Guard, Principal
 from medrobotics.config import Settings
 from medrobotics.domain.outcomes import SuccessStatus
 from medrobotics.domain.procedures import Category, ProcedureStatus
@@ -183,7 +183,7 @@ class FastReads:
         page = await self._list(path, query, values, limit)
         return self.lists[path], dumps(page)
 
-    def _throttle(self, who: Any) -> None:
+    def _throttle(self, who: Principal) -> None:
         try:
             self.guard.throttle(who)
         except RateLimited:

@@ -33,7 +33,7 @@ class FastTelemetry:
     def __init__(
         self, *, service: str, settings: Settings, guard: Guard, writer: GroupWriter
     ) -> None:
-        self.service, self.guard, self.writer = service, guard, writer
+        self.guard, self.writer = guard, writer
         self.limit = settings.max_body_bytes
         self.max_records = settings.max_batch_records
         self.answer = Answer(service, "POST", PATH, 201)

@@ -120,9 +120,8 @@ async def fetch_async(conn: AsyncConnection[Any], query: Query) -> Rows:
 def _postgres_sql(query: Query) -> str:
     sql = _sql.get(query.shape)
     if sql is None:
-        build = query.build
-        if query.shape.doc is not None and query.stored is not None:
-            build = query.stored
+        # A page built by json_agg (no `doc`) reads the full listing, not the documents'.
+        build = query.stored if query.shape.doc is not None and query.stored else query.build
         sql = _sql[query.shape] = postgres_sql(_json(build(), query.shape))
     return sql
 
