@@ -65,6 +65,15 @@ def test_timestamps_with_offsets_are_stored_as_utc(client: TestClient, engine: E
     assert row["timestamp"] == datetime(2025, 10, 27, 10, 0, tzinfo=UTC)
 
 
+def test_a_batch_of_mixed_zones_is_stored_as_utc(client: TestClient, engine: Engine) -> None:
+    stamps = ["2025-10-27T10:00:00Z", "2025-10-27T12:00:01+02:00", "2025-10-27T10:00:02"]
+    records = [GUIDE_SAMPLE | {"timestamp": t} for t in stamps]
+    r = client.post("/ingest/batch?type=telemetry", content=ndjson(records), headers=NDJSON)
+    assert r.status_code == 201, r.text
+    got = sorted(row["timestamp"] for row in rows(engine, telemetry))
+    assert got == [datetime(2025, 10, 27, 10, 0, s, tzinfo=UTC) for s in range(3)]
+
+
 def test_procedure_start_then_end_is_one_record(client: TestClient, engine: Engine) -> None:
     start = {k: v for k, v in f.procedure(1).items() if k not in ("end_time", "status")}
     r = client.post("/ingest/procedure", json=start)
@@ -159,6 +168,26 @@ def test_batch_is_all_or_nothing_and_lists_every_bad_record(
     r = client.post("/ingest/batch?type=telemetry", content=ndjson(records), headers=NDJSON)
     assert r.status_code == 422
     assert {(d["index"], d["field"]) for d in r.json()["error"]["details"]} == details
+    assert count(engine, telemetry) == 0
+
+
+@pytest.mark.parametrize("field", ["procedure_id", "robot_id"])
+def test_an_id_ending_in_a_newline_is_refused_on_every_path(
+    client: TestClient, engine: Engine, field: str
+) -> None:
+    # `$` in a Python pattern also matches before a final newline; the stored id must not.
+    records = f.samples(3)
+    records[1][field] += "\n"
+    sent = [
+        client.post("/ingest/telemetry", json=records[1]),
+        client.post("/ingest/telemetry", json=records),
+        client.post("/ingest/batch", json={"type": "telemetry", "records": records}),
+        client.post("/ingest/batch?type=telemetry", content=ndjson(records), headers=NDJSON),
+    ]
+    for r in sent:
+        assert r.status_code == 422, r.text
+        assert field in {d["field"] for d in r.json()["error"]["details"]}
+    assert [d.get("index") for d in sent[3].json()["error"]["details"]] == [1]
     assert count(engine, telemetry) == 0
 
 

@@ -78,6 +78,12 @@ def _cases() -> list[tuple[str, bytes, dict[str, str], bool]]:
             False,
         ),
         ("unknown field", json.dumps(sample(1) | {"colour": 1}).encode(), JSON | RID, False),
+        (
+            "id ending in a newline",
+            json.dumps(sample(1) | {"robot_id": "r-1\n"}).encode(),
+            JSON | RID,
+            False,
+        ),
         ("missing field", json.dumps({"robot_id": "r"}).encode(), JSON | RID, False),
         (
             "bad timestamp",

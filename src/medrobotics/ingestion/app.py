@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
@@ -287,7 +286,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         digest = batches_q.hasher(entity)
         kept: list[bytes] | None = []
         kept_bytes = 0
-        packer = zlib.compressobj(batches_q.GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip format
+        packer = batches_q.packer()
         try:
             async for blob in body.line_batches(request, limit=settings.max_stream_bytes):
                 digest.update(blob)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from isal import isal_zlib
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from medrobotics.storage.tables import batches
 
-# Level 1: a fraction of the CPU of the default level for most of the size gain; this runs on
-# the request path.
+# Plain gzip, written by ISA-L (isal): a quarter of zlib level 1's CPU for a smaller file, on
+# the request path of every batch. Level 1 of ISA-L's 0-3.
 GZIP_LEVEL = 1
 
 
@@ -34,6 +34,11 @@ def hasher(entity: str) -> Any:
     return hashlib.sha256(entity.encode() + b"\n")
 
 
+def packer() -> Any:
+    """Start a gzip stream for a batch's body (`compress` its pieces, then `flush`)."""
+    return isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)  # 31: the gzip format
+
+
 def payload(
     *, entity: str, body: bytes | None, record_count: int, digest: str | None = None
 ) -> Payload:
@@ -47,7 +52,10 @@ def payload(
         h = hasher(entity)
         h.update(body)
         digest = h.hexdigest()
-    gz = None if body is None else gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    gz = None
+    if body is not None:
+        pack = packer()
+        gz = pack.compress(body) + pack.flush()
     return Payload(digest, entity, record_count, gz)
 
 
