@@ -1,4 +1,5 @@
-"""Stored page documents (PostgreSQL) give exactly the pages json_agg builds, kept on writes."""
+"""Stored page documents (PostgreSQL, migrations 0006 and 0007) give exactly the pages json_agg
+builds, kept on writes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, select, text
 
 from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
-from medrobotics.storage import migrate, outcomes, pages, procedures
+from medrobotics.storage import migrate, outcomes, pages, procedures, robots
 from medrobotics.storage.db import make_engine, transaction
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import outcome_days, procedure_days, robot_days, robot_months
@@ -46,6 +47,9 @@ def _queries(limit: int, after: Any = None) -> list[Query]:
         outcomes.page(limit=limit, after=after, phi=False, category="general", start=since),
         outcomes.page(limit=limit, after=after, phi=False, readmission=True),
         outcomes.page(limit=limit, after=after, phi=False, success_status="successful"),
+        robots.page(limit=limit),
+        robots.page(limit=limit, offset=2),
+        robots.page(limit=limit, status="operational"),
     ]
 
 
@@ -58,7 +62,11 @@ def _assert_same_pages(engine: Engine) -> int:
             built, expected = _page(engine, _built(query))
             assert query.shape.doc is not None
             assert stored == built, query.shape.name
-            assert (rows.more, rows.last) == (expected.more, expected.last)
+            assert (rows.more, rows.last, rows.total) == (
+                expected.more,
+                expected.last,
+                expected.total,
+            )
             shown += len(orjson.loads(stored))
     return shown
 
@@ -96,6 +104,7 @@ def test_documents_match_built_pages_after_inserts_and_updates(engine: Engine) -
             )
         )
         conn.execute(text("UPDATE outcomes SET hospital_stay_days = 2.0 / 3"))
+        conn.execute(text("UPDATE robots SET status = 'maintenance', updated_at = now()"))
     assert _assert_same_pages(engine) > 60
 
     with engine.connect() as conn:
@@ -106,6 +115,13 @@ def test_documents_match_built_pages_after_inserts_and_updates(engine: Engine) -
     assert doc["duration_minutes"] == 1 / 3  # the shortest exact form, whatever the session
     assert doc["start_time"].endswith("+00:00")
     assert not {"patient_id", "patient_age", "patient_gender"} & set(doc)
+    with engine.connect() as conn:
+        robot = orjson.loads(
+            conn.execute(
+                text("SELECT page_doc FROM robots WHERE robot_id = 'robot-1'")
+            ).scalar_one()
+        )
+    assert robot["status"] == "maintenance" and robot["updated_at"].endswith("+00:00")
 
 
 @POSTGRES
@@ -131,10 +147,9 @@ def test_upgrade_writes_documents_of_existing_rows(fresh_url: str) -> None:
     assert _assert_same_pages(engine) > 40
     with engine.connect() as conn:
         after = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
-        assert (
-            conn.execute(text("SELECT count(*) FROM procedures WHERE page_doc IS NULL")).scalar()
-            == 0
-        )
+        for table in ("procedures", "robots"):
+            missing = text(f"SELECT count(*) FROM {table} WHERE page_doc IS NULL")
+            assert conn.execute(missing).scalar() == 0, table
     assert after == before  # the backfill moved no roll-up
     engine.dispose()
 

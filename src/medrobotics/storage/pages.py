@@ -61,7 +61,7 @@ class Shape:
     flag: tuple[str, ...] = ()
     total: bool = False
     doc: Callable[[], ColumnElement[str]] | None = None
-    """On PostgreSQL, each row's JSON as stored beside it (migration 0006); None: built here."""
+    """On PostgreSQL, each row's JSON as stored beside it (0006, 0007); None: built here."""
 
 
 @dataclass(frozen=True, slots=True)
