@@ -376,7 +376,7 @@ class Bench:
             self.stream(base, svc)
         finally:
             svc.stop()
-        # The same single-sample load with the per-request log line at INFO.
+        # The same single-sample load at the default level, INFO: an access line per request.
         svc = self.service("ingestion", MEDROBOTICS_LOG_LEVEL="INFO")
         svc.start()
         try:
@@ -412,7 +412,11 @@ class Bench:
                 notes.append(f"run {i}: {stored} rows stored < {r['ok']} answered 201")
             errs += r["errors"]
             runs.append(r)
-        suffix = "" if level == "WARNING" else " (log level INFO: one access line per request)"
+        suffix = (
+            " (log level WARNING: no access lines, as the hello-world writes none)"
+            if level == "WARNING"
+            else " (log level INFO, the default: one access line per request)"
+        )
         key = "single" if level == "WARNING" else "single_info"
         self.figure(
             f"{key}_rps",

@@ -9,13 +9,10 @@ to the FastAPI app unchanged, which stays the reference and the OpenAPI document
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import structlog
 from starlette.types import Receive, Scope, Send
 
 from medrobotics import logs, metrics
@@ -24,8 +21,6 @@ from medrobotics.web import REQUEST_ID
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 """The FastAPI app, as a fast path hands a request to it."""
-
-log = logs.get("medrobotics.web")  # the access log's logger, as RequestContext writes it
 
 
 def headers_of(scope: Scope) -> dict[bytes, bytes] | None:
@@ -92,31 +87,17 @@ class Answer:
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - start
         self.answers.observe(elapsed)
-        if not _info_on():  # the access line would be dropped: skip building it
+        if not logs.access_on():  # the access line would be dropped: skip building it
             return
         trace = (text(headers.get(b"x-amzn-trace-id")) or "")[:256] or None
         client = scope.get("client")
-        with structlog.contextvars.bound_contextvars(
-            service=self.service, request_id=rid, trace_id=trace
-        ):
-            log.info(
-                "request",
-                method=self.method,
-                route=self.route,
-                status=self.status,
-                duration_ms=round(elapsed * 1000, 2),
-                client=client[0] if client else None,
-            )
-
-
-_INFO: dict[Any, bool] = {}
-
-
-def _info_on() -> bool:
-    # Read per request (logging may be configured after the app is built), cached per class.
-    wrapper = structlog.get_config()["wrapper_class"]
-    on = _INFO.get(wrapper)
-    if on is None:
-        probe = getattr(wrapper, "is_enabled_for", None)
-        on = _INFO[wrapper] = True if probe is None else bool(probe(None, logging.INFO))
-    return on
+        logs.access(
+            service=self.service,
+            request_id=rid,
+            trace_id=trace,
+            method=self.method,
+            route=self.route,
+            status=self.status,
+            duration_ms=round(elapsed * 1000, 2),
+            client=client[0] if client else None,
+        )

@@ -222,8 +222,10 @@ class RequestContext:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 client = scope.get("client")
                 metrics.observe_request(self.service, scope["method"], route, status, elapsed)
-                log.info(
-                    "request",
+                logs.access(
+                    service=self.service,
+                    request_id=rid,
+                    trace_id=trace,
                     method=scope["method"],
                     route=route,
                     status=status,
