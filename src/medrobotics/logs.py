@@ -49,6 +49,7 @@ def configure(
     *, service: str, fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None
 ) -> None:
     """Configure structlog and the standard library loggers for one service process."""
+    global _access, _access_on
     out = stream or sys.stdout
     json_lines = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Any] = [
@@ -63,7 +64,6 @@ def configure(
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     factory: Any = structlog.PrintLoggerFactory(out)
-    global _access, _access_on
     _access_on = logging.getLevelName(level.upper()) <= logging.INFO
     _access = (lambda line: out.write(line.decode())) if json_lines else None
     if stream is None and json_lines:
@@ -158,7 +158,7 @@ def access(**fields: Any) -> None:
     The one line written per request, so it holds what the caller passes (service, request
     and trace ids included) and nothing from the bound context. As JSON lines it is built here
     in one step, the object the processor chain would build for the same fields: through the
-    chain it cost about 26 µs a line, here about 4.
+    chain it cost about 26 µs a line, here about 5.
     """
     if not _access_on:
         return
