@@ -440,6 +440,8 @@ def test_send_over_http_stores_every_record(
 def test_cli_seeds_a_live_service(live_url: str, engine: Engine) -> None:
     args = ["--robots", "4", "--facilities", "2", "--procedures", "30"]
     args += ["--telemetry-per-procedure", "3", "--random-seed", "5", "--batch-size", "20"]
+    # Pinned: the default end is today, and the fleet a seed gives depends on its end.
+    args += ["--end", seed.DEFAULT_END.isoformat()]
     result = CliRunner().invoke(
         cli_app, ["seed", "--url", live_url, *args], env={"MEDROBOTICS_API_KEY": "secret"}
     )
