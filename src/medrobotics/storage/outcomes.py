@@ -8,16 +8,14 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    ColumnElement,
     Connection,
     Select,
-    Text,
     bindparam,
-    literal_column,
     select,
 )
 
 from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
+from medrobotics.storage import pages
 from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import UtcDateTime, outcomes, procedures
@@ -78,9 +76,8 @@ def page(
     )
 
 
-def page_doc() -> ColumnElement[str]:
-    """Return an outcome's stored page JSON, on its procedure's row (PostgreSQL, 0006)."""
-    return literal_column("procedures.outcome_page_doc", Text)
+page_doc = pages.stored_json("procedures.outcome_page_doc")
+"""An outcome's stored page JSON, on its procedure's row (PostgreSQL, migration 0006)."""
 
 
 _OWN_FILTERS = frozenset({"success_status", "readmission"})

@@ -64,6 +64,11 @@ class Shape:
     """On PostgreSQL, each row's JSON as stored beside it (0006, 0007); None: built here."""
 
 
+def stored_json(column: str) -> Callable[[], ColumnElement[str]]:
+    """Return a `Shape.doc`: the page JSON a trigger keeps in `column` ("table.column")."""
+    return lambda: literal_column(column, Text)
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """A page to read: the filtered select, its shape and the values of its parameters."""

@@ -7,9 +7,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Text, bindparam, literal_column, select
+from sqlalchemy import Connection, Select, bindparam, select
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
+from medrobotics.storage import pages
 from medrobotics.storage import telemetry as telemetry_q
 from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
@@ -126,9 +127,8 @@ def page(
     )
 
 
-def page_doc() -> ColumnElement[str]:
-    """Return a procedure's stored page JSON, without patient fields (PostgreSQL, 0006)."""
-    return literal_column("procedures.page_doc", Text)
+page_doc = pages.stored_json("procedures.page_doc")
+"""A procedure's stored page JSON, without patient fields (PostgreSQL, migration 0006)."""
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:

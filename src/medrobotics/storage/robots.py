@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Select,
-    Text,
-    bindparam,
-    func,
-    literal_column,
-    select,
-)
+from sqlalchemy import Connection, Select, bindparam, func, select
 
 from medrobotics.domain.robots import RobotIn
 from medrobotics.storage import maintenance, pages
@@ -42,6 +33,9 @@ def get(conn: Connection, *, robot_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+_PAGE_DOC = pages.stored_json("robots.page_doc")  # PostgreSQL, migration 0007
+
+
 def page(
     *,
     facility_id: str | None = None,
@@ -54,13 +48,8 @@ def page(
     given = {"facility_id": facility_id, "status": status, "robot_model": model}
     params = {k: v for k, v in given.items() if v is not None}
     names = tuple(params)
-    shape = pages.Shape(name=("robots", names), order=_by_id, total=True, doc=page_doc)
+    shape = pages.Shape(name=("robots", names), order=_by_id, total=True, doc=_PAGE_DOC)
     return Query(lambda: _listing(names), shape, params, limit, offset)
-
-
-def page_doc() -> ColumnElement[str]:
-    """Return a robot's stored page JSON (PostgreSQL, migration 0007)."""
-    return literal_column("robots.page_doc", Text)
 
 
 def _by_id() -> list[Any]:
