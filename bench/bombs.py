@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import statistics
 import tempfile
 import threading
@@ -61,6 +62,14 @@ def bodies() -> list[Body]:
             gz,
             413,
         ),
+        Body(
+            "gzip of 1 GiB of blank lines, about 170-fold: under the ratio limit, so read "
+            "to the end (accepted, no record)",
+            gzip_bomb(_sprinkled(b"\n" * MiB, every=250), 1024),
+            "telemetry",
+            gz,
+            201,
+        ),
         Body("plain 100 MiB line", b'{"robot_id": "' + b"r" * (100 * MiB), "robots", ndjson, 413),
         Body(
             f"seeded telemetry, {len(real) / MiB:.0f} MiB NDJSON in gzip (accepted)",
@@ -70,6 +79,15 @@ def bodies() -> list[Body]:
             201,
         ),
     ]
+
+
+def _sprinkled(unit: bytes, *, every: int) -> bytes:
+    # A space at a random place in every `every` bytes: blank lines that compress less.
+    rng = random.Random(5)
+    out = bytearray(unit)
+    for start in range(0, len(out) - every, every):
+        out[start + rng.randrange(every)] = 32
+    return bytes(out)
 
 
 class HealthProbe:
