@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -147,6 +148,7 @@ def measure(ingestion: str, api: str, pid: int, body: Body) -> dict[str, Any]:
     """Send `body` while probing the API's /health and sampling the process's RSS."""
     time.sleep(1.0)  # let the previous request's memory settle
     before = rss_mb(pid)
+    load = os.getloadavg()[0]
     with RssSampler(pid, interval=0.02) as rss, HealthProbe(f"{api}/health") as health:
         time.sleep(0.2)  # a few idle probes first
         result = send(ingestion, body)
@@ -164,6 +166,7 @@ def measure(ingestion: str, api: str, pid: int, body: Body) -> dict[str, Any]:
         "health_failures": health.failures,
         "health_median_ms": statistics.median(lat) * 1000 if lat else None,
         "health_max_ms": lat[-1] * 1000 if lat else None,
+        "loadavg": load,
     }
 
 
@@ -182,6 +185,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['gzip_allowance_bytes'] // MiB} MiB, line {s['max_line_bytes'] // MiB} MiB, "
         f"stream {s['max_stream_bytes'] // MiB:,} MiB. Before these limits the newline bomb "
         "took 46 s and 2.5 GB, the NUL bomb 3.5 GB, and `/health` 33 s.",
+        "",
+        f"The machine ({result['nproc']} cores) is shared: 1-minute load average "
+        + ", ".join(f"{c['loadavg']:.1f}" for c in result["cases"])
+        + " as each body was sent.",
         "",
         "| body | sent | status | time to answer | RSS before | RSS growth (peak) | "
         "API /health median | API /health max | target met? |",
@@ -272,6 +279,7 @@ def main() -> None:
     result = {
         "started": started,
         "commit": commit,
+        "nproc": os.cpu_count(),
         "settings": Settings().model_dump(
             include={"max_gzip_ratio", "gzip_allowance_bytes", "max_line_bytes", "max_stream_bytes"}
         ),
