@@ -7,6 +7,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYSIS = ROOT / "bench" / "analysis.md"
+BOMBS = ROOT / "bench" / "bombs.md"  # written by `python -m bench.bombs`
 
 
 def _num(value: float, unit: str) -> str:
@@ -107,6 +108,8 @@ def markdown(result: dict[str, Any]) -> str:
         *(c.replace(str(ROOT) + "/", "") for c in result["commands"]),
         "```",
     ]
+    if BOMBS.exists():
+        lines += ["", BOMBS.read_text().rstrip()]
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().rstrip()]
     return "\n".join(lines) + "\n"

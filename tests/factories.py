@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,3 +108,21 @@ def samples(
             }
         )
     return out
+
+
+def gzip_bomb(unit: bytes, times: int, *, head: bytes = b"") -> bytes:
+    """Return a valid gzip of `head` then `unit` repeated `times` times, built in milliseconds.
+
+    Each repeat is one raw deflate block ended by a full flush, which resets the compressor:
+    every later repeat compresses to the same bytes, so 1 GiB of newlines costs one MiB's work.
+    """
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH) if head else b""
+    block = deflate.compress(unit) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush(zlib.Z_FINISH)
+    crc = zlib.crc32(head)
+    for _ in range(times):
+        crc = zlib.crc32(unit, crc)
+    size = len(head) + len(unit) * times
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return header + first + block * times + end + struct.pack("<II", crc, size & 0xFFFFFFFF)

@@ -70,6 +70,9 @@ def test_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
         ({"MEDROBOTICS_AUTH": "maybe"}, "MEDROBOTICS_AUTH"),
         ({"ENVIRONMENT": "production"}, "ENVIRONMENT=production needs"),
+        ({"MEDROBOTICS_MAX_GZIP_RATIO": "0"}, "MEDROBOTICS_MAX_GZIP_RATIO"),
+        ({"MEDROBOTICS_GZIP_ALLOWANCE_BYTES": "-1"}, "MEDROBOTICS_GZIP_ALLOWANCE_BYTES"),
+        ({"MEDROBOTICS_MAX_LINE_BYTES": "100"}, "MEDROBOTICS_MAX_LINE_BYTES"),
     ],
 )
 def test_bad_settings_are_named(

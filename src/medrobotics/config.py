@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     max_stream_bytes: int = Field(
         4 * 1024 * 1024 * 1024, ge=1024, alias="MEDROBOTICS_MAX_STREAM_BYTES"
     )
+    # A gzip body may inflate to `max_gzip_ratio` times the compressed bytes read so far, or
+    # to the allowance whatever its ratio; checked while it inflates, so a bomb stops early.
+    # Real telemetry compresses about 10-fold, constant readings about 140-fold (docs/security.md).
+    max_gzip_ratio: int = Field(200, ge=1, alias="MEDROBOTICS_MAX_GZIP_RATIO")
+    gzip_allowance_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, alias="MEDROBOTICS_GZIP_ALLOWANCE_BYTES"
+    )
+    max_line_bytes: int = Field(1024 * 1024, ge=1024, alias="MEDROBOTICS_MAX_LINE_BYTES")
     max_batch_records: int = Field(100_000, ge=1, alias="MEDROBOTICS_MAX_BATCH_RECORDS")
     max_page_size: int = Field(500, ge=1, le=10_000, alias="MEDROBOTICS_MAX_PAGE_SIZE")
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="MEDROBOTICS_LOG_FORMAT")

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import date, datetime
 from typing import Any
@@ -31,6 +31,12 @@ from medrobotics.storage.db import reading
 
 log = logs.get("medrobotics.web")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Error bodies name what was wrong without growing with what was sent: a field name is the
+# client's own key (an unknown one can be megabytes), so names, messages and the list are cut.
+MAX_DETAILS = 1000  # enough to fix a file
+FIELD_CHARS = 100
+MESSAGE_CHARS = 300
+TRUNCATED = "…(truncated)"
 
 
 # FastAPI's built-in OpenTelemetry instrumentation, with no exporter configured, would cost
@@ -129,18 +135,36 @@ def error_body(
 def field_errors(
     exc: ValidationError | RequestValidationError, *, base: int = 0
 ) -> list[dict[str, Any]]:
-    """Turn pydantic errors into details that name field and record, never echo the input."""
+    """Turn pydantic errors into details that name field and record, never echo the input.
+
+    At most MAX_DETAILS of them, each field path and message cut to a short, marked excerpt.
+    """
     out: list[dict[str, Any]] = []
-    for err in exc.errors():
+    for err in exc.errors()[:MAX_DETAILS]:
         loc = [p for p in err["loc"] if p not in ("body", "query", "path", "header")]
         index = None
         if loc and isinstance(loc[0], int):
             index = loc[0] + base
             loc = loc[1:]
-        field = ".".join(str(p) for p in loc) or "body"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        out.append({"field": field, "message": message, "index": index})
+        out.append(detail(field_path(loc) or "body", str(err["msg"]), index))
     return out
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """Return a field's dotted path, cut to FIELD_CHARS (its parts may be the client's keys)."""
+    # Each part cut first: the join of a megabyte key is never built.
+    return clip(".".join(clip(str(p), FIELD_CHARS) for p in loc), FIELD_CHARS)
+
+
+def detail(field: str, message: str, index: int | None) -> dict[str, Any]:
+    """Return one error detail, its field and message bounded."""
+    message = clip(message.removeprefix("Value error, "), MESSAGE_CHARS)
+    return {"field": clip(field, FIELD_CHARS), "message": message, "index": index}
+
+
+def clip(text: str, most: int) -> str:
+    """Return `text` if at most `most` characters long, else its start marked as cut."""
+    return text if len(text) <= most else text[:most] + TRUNCATED
 
 
 def install_errors(app: FastAPI) -> None:
@@ -158,7 +182,7 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         details = field_errors(exc)
-        names = ", ".join(sorted({d["field"] for d in details}))
+        names = ", ".join(sorted({d["field"] for d in details})[:10])
         return error_response(request, 422, "invalid", f"invalid parameter: {names}", details)
 
     @app.exception_handler(StarletteHTTPException)

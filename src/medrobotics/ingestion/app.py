@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
@@ -47,7 +48,9 @@ from medrobotics.web import (
     ORJSONResponse,
     RequestContext,
     cap_threads,
+    detail,
     emf_lines,
+    field_path,
     install_errors,
     install_health,
     install_metrics,
@@ -173,7 +176,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)
-    limit = settings.max_body_bytes
+    limit = body.Limits.of(settings, size=settings.max_body_bytes)
+    stream_limit = body.Limits.of(settings, size=settings.max_stream_bytes)
 
     async def _one(request: Request, adapter: TypeAdapter[Any]) -> Any:
         body.media_type(request, (body.JSON,))
@@ -287,22 +291,26 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         kept: list[bytes] | None = []
         kept_bytes = 0
         packer = batches_q.packer()
+        blobs = _lines(request, stream_limit, lambda: received)
         try:
-            async for blob in body.line_batches(request, limit=settings.max_stream_bytes):
+            async for blob in blobs:
                 digest.update(blob)
                 if kept is not None:
                     kept_bytes += len(blob)
-                    kept = kept if kept_bytes <= limit else None
+                    kept = kept if kept_bytes <= limit.size else None
                     if kept is not None:
                         kept.append(packer.compress(blob))  # compressed as it streams
                 first = received
+                # msgspec skips blank lines itself; only the record-by-record path drops them.
                 rows = fast_lines(blob) if fast is not None else None
                 if rows is None:  # some line is not plainly valid: record by record
-                    lines = [line for line in blob.split(b"\n") if line.strip()]
+                    lines = _nonblank(blob)
                     rows = _records(lines, first, adapter, fast, details)
                     received += len(lines)
                 else:
                     received += len(rows)
+                if len(details) >= flows.MAX_DETAILS:
+                    break  # the answer can list no more: reading on would only cost time
                 chunk.extend(rows)
                 if len(chunk) >= NDJSON_CHUNK:
                     if not details:
@@ -320,6 +328,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 received=received,
             )
         finally:
+            await blobs.aclose()
             await stream.close()
         metrics.received(entity, received, batch=True)
         metrics.written(entity, written)
@@ -349,6 +358,33 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     install_health(app, service=SERVICE, engine=engine, ready_path="/ingest/health")
 
     return app
+
+
+async def _lines(
+    request: Request, limit: body.Limits, received: Callable[[], int]
+) -> AsyncGenerator[bytes, None]:
+    """Yield blocks of NDJSON lines; a line too long is refused naming its record."""
+    try:
+        async for blob in body.line_batches(request, limit=limit):
+            yield blob
+    except body.LongLine as exc:
+        index = received() + exc.offset
+        message = f"longer than the {exc.limit}-byte line limit"
+        raise TooLarge(
+            f"record {index} is {message}",
+            details=[{"field": "body", "message": message, "index": index}],
+        ) from None
+
+
+# Whitespace-only lines, each run of them matched at once (`\s` is what bytes.strip removes).
+_BLANK_LINES = re.compile(rb"^\s*\n", re.MULTILINE)
+
+
+def _nonblank(blob: bytes) -> list[bytes]:
+    """Return the non-blank lines of a block of whole lines, without per-line work for blanks."""
+    lines = _BLANK_LINES.sub(b"", blob).split(b"\n")
+    lines.pop()  # after the final newline
+    return lines
 
 
 class _Stream:
@@ -477,7 +513,7 @@ def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
         if _malformed(exc):
             raise BadRequest("body is not valid JSON") from None
         details: list[dict[str, Any]] = []
-        for err in exc.errors():
+        for err in exc.errors()[: flows.MAX_DETAILS]:
             loc = list(err["loc"])
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 message = f"must be one of {', '.join(ENTITIES)}"
@@ -491,18 +527,10 @@ def _validate_batch(raw: bytes) -> tuple[str, list[Any]]:
             index = None
             if len(loc) >= 2 and loc[0] == "records" and isinstance(loc[1], int):
                 index, loc = loc[1], loc[2:]
-            field = ".".join(str(p) for p in loc) or "records"
-            details.append(
-                {
-                    "field": field,
-                    "message": str(err["msg"]).removeprefix("Value error, "),
-                    "index": index,
-                }
-            )
+            # An unknown key is the client's own text: field_path cuts it short.
+            details.append(detail(field_path(loc) or "records", str(err["msg"]), index))
         fields = ", ".join(sorted({d["field"] for d in details})[:10])
-        raise InvalidInput(
-            f"invalid batch: {fields}", details=details[: flows.MAX_DETAILS]
-        ) from None
+        raise InvalidInput(f"invalid batch: {fields}", details=details) from None
     return parsed.type, parsed.records
 
 

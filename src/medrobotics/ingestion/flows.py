@@ -19,11 +19,10 @@ from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.errors import Conflict, DomainError, InvalidInput, Unavailable
 from medrobotics.storage import batches, maintenance, outcomes, procedures, robots, telemetry
 from medrobotics.storage.db import transaction
-from medrobotics.web import field_errors
+from medrobotics.web import MAX_DETAILS, field_errors
 
 Entity = Literal["telemetry", "procedures", "outcomes", "robots", "maintenance"]
 ENTITIES: tuple[Entity, ...] = ("telemetry", "procedures", "outcomes", "robots", "maintenance")
-MAX_DETAILS = 1000  # enough to fix a file, bounded so an error body stays small
 
 
 @dataclass(frozen=True)
