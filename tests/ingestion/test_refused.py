@@ -19,10 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.errors import InvalidInput, Unavailable
 from medrobotics.ingestion import flows
 from medrobotics.storage.db import transaction
+from tests import factories as f
 from tests.conftest import GUIDE_SAMPLE
 from tests.ingestion.test_fast import both
 
@@ -258,3 +260,15 @@ def test_postgres_refusals_name_the_column_when_it_says_which(engine: Engine) ->
     assert overflow.value.message == "the database refused the record: numeric value out of range"
     assert overflow.value.details == []
     assert scalar(engine, "SELECT count(*) FROM telemetry") == 0
+
+
+@pytest.mark.parametrize("migrated_engine", ["postgresql"], indirect=True)
+def test_a_refusal_through_sqlalchemy_is_a_422_too(engine: Engine) -> None:
+    # psycopg refuses a NUL in text before sending it; SQLAlchemy wraps that refusal.
+    item = ProcedureIn.model_validate_json(json.dumps(f.procedure(1)))
+    item = item.model_copy(update={"surgeon_name": "Dr.\x00Grey"})
+    with pytest.raises(InvalidInput) as refused:
+        flows.write(engine, "procedures", [item])
+    assert refused.value.message == "the database refused the record: cannot be stored"
+    assert "Grey" not in str(refused.value)
+    assert scalar(engine, "SELECT count(*) FROM procedures") == 0
