@@ -168,7 +168,7 @@ def test_one_refused_request_among_concurrent_ones_fails_alone(
         "SELECT count(*) FROM (SELECT DISTINCT procedure_id, timestamp FROM telemetry_attempts) k"
     )
     assert scalar(refusing, keys) == good
-    # The refused request shared a flush with good ones (it failed, then each went alone).
+    # The refused request shared a flush with good ones (it failed, then was written in parts).
     assert writer.isolated > isolated
     assert fast.taken - taken == (ROUNDS * POSTS if path == "fast" else 0)
 
