@@ -167,16 +167,36 @@ def clip(text: str, most: int) -> str:
     return text if len(text) <= most else text[:most] + TRUNCATED
 
 
+INTERNAL = "internal error; quote the request id to find the log line"
+"""The message of every 500: what went wrong is in the log line, never in the answer."""
+
+
+def error_headers(exc: DomainError) -> dict[str, str] | None:
+    """Return the headers that go with `exc`'s answer: when to retry, how to authenticate."""
+    if isinstance(exc, (Unavailable, RateLimited)):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+def crashed(exc: BaseException, *, request_id: str | None, route: str | None) -> None:
+    """Log an unhandled error with its trace, naming the request (its answer is a bare 500)."""
+    log.error(
+        "unhandled_error",
+        error_type=type(exc).__name__,
+        request_id=request_id,
+        route=route,
+        exc_info=exc,
+    )
+
+
 def install_errors(app: FastAPI) -> None:
     """Map every error to the one body shape; nothing leaks exception text or a trace."""
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        headers = None
-        if isinstance(exc, (Unavailable, RateLimited)):
-            headers = {"Retry-After": str(exc.retry_after)}
-        elif isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": "Bearer"}
+        headers = error_headers(exc)
         return error_response(request, exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -194,16 +214,9 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> Response:
         # Runs outside RequestContext (Starlette's outermost layer): name the request here.
-        log.error(
-            "unhandled_error",
-            error_type=type(exc).__name__,
-            request_id=request.scope.get("request_id"),
-            route=getattr(request.scope.get("route"), "path", None),
-            exc_info=exc,
-        )
-        return error_response(
-            request, 500, "internal", "internal error; quote the request id to find the log line"
-        )
+        route = getattr(request.scope.get("route"), "path", None)
+        crashed(exc, request_id=request.scope.get("request_id"), route=route)
+        return error_response(request, 500, "internal", INTERNAL)
 
 
 class RequestContext:

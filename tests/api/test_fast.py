@@ -12,13 +12,14 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine
 
-from medrobotics import auth, config
+from medrobotics import auth, config, metrics
 from medrobotics.api import fast, outcomes, procedures, robots
 from medrobotics.api.app import create_app
 from medrobotics.config import Settings
 from tests.api.helpers import assert_error
 from tests.api.test_app import _down_urls
 from tests.fleet import Fleet
+from tests.support.logcapture import captured
 
 Answer = tuple[int, bytes, dict[str, str]]
 
@@ -246,3 +247,44 @@ def test_an_outage_is_the_apps_503(tmp_path: Path, which: int) -> None:
                 "request_id": None
             }
     engine.dispose()
+
+
+def test_an_error_inside_the_fast_path_is_a_json_500(
+    locked: TestClient,
+    fleet: Fleet,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    def overflow(*_args: Any) -> None:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(fast, "keyset_page", overflow)  # a list's last step
+    monkeypatch.setattr(fast, "strip_phi", overflow)  # a detail's last step
+    pid = fleet.procedures[0].procedure_id
+    reads: Any = locked.app
+    for path, route in (
+        ("/api/procedures?limit=2", "/api/procedures"),
+        (f"/api/procedures/{pid}", "/api/procedures/{procedure_id}"),
+    ):
+        labels = {"service": "api-service", "method": "GET", "route": route, "status": "500"}
+        seen = metrics.REGISTRY.get_sample_value("medrobotics_requests_total", labels) or 0.0
+        before = reads.fast.taken
+        with captured(request) as lines:
+            response = locked.get(path, headers=bearer(keys["reader"]))
+        assert reads.fast.taken == before + 1  # answered by the fast path
+        assert_error(response, 500, "internal")
+        assert response.headers["x-request-id"] == "req-read-1"
+        assert response.json()["error"]["message"] == (
+            "internal error; quote the request id to find the log line"
+        )
+        assert "range" not in response.text
+        assert metrics.REGISTRY.get_sample_value("medrobotics_requests_total", labels) == seen + 1
+        access = [x for x in lines if x.get("event") == "request"]
+        assert [(x["status"], x["route"], x["request_id"]) for x in access] == [
+            (500, route, "req-read-1")
+        ]
+        crashes = [x for x in lines if x.get("event") == "unhandled_error"]
+        assert [(x["error_type"], x["request_id"]) for x in crashes] == [
+            ("OverflowError", "req-read-1")
+        ]

@@ -14,10 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from medrobotics import auth, config, logs, metrics
+from medrobotics.ingestion import app as ingestion_app
+from medrobotics.ingestion import fast as ingestion_fast
 from medrobotics.ingestion.app import IngestionApp, create_app
 from medrobotics.storage.tables import telemetry
 from tests import conftest
 from tests.conftest import GUIDE_SAMPLE
+from tests.support.logcapture import captured
 
 RID = {"x-request-id": "req-fast-1"}
 JSON = {"content-type": "application/json"}
@@ -239,3 +242,50 @@ def test_access_lines_match(client: TestClient, request: pytest.FixtureRequest) 
         del line["time"], line["duration_ms"]
     assert access[0] == access[1]
     assert access[0]["request_id"] == "req-fast-1" and access[0]["status"] == 201
+
+
+def test_an_error_inside_the_fast_path_is_the_apps_json_500(
+    client: TestClient,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    def overflow(_raw: bytes) -> None:
+        raise OverflowError("date value out of range")
+
+    # The same failure in the fast path's decoder and in the route's.
+    monkeypatch.setattr(ingestion_fast, "fast_rows", overflow)
+    monkeypatch.setattr(ingestion_app, "fast_rows", overflow)
+    labels = {
+        "service": "data-ingestion",
+        "method": "POST",
+        "route": "/ingest/telemetry",
+        "status": "500",
+    }
+    seen = metrics.REGISTRY.get_sample_value("medrobotics_requests_total", labels) or 0.0
+    with captured(request) as lines:
+        one, two, taken = both(client, json.dumps(sample(1)).encode(), JSON | RID)
+    assert taken  # answered by the fast path, not handed to the app
+    assert one == two
+    status, body, headers = one
+    assert status == 500
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"] == "req-fast-1"
+    assert json.loads(body) == {
+        "error": {
+            "code": "internal",
+            "message": "internal error; quote the request id to find the log line",
+            "details": [],
+            "request_id": "req-fast-1",
+        }
+    }
+    assert metrics.REGISTRY.get_sample_value("medrobotics_requests_total", labels) == seen + 2
+    access = [x for x in lines if x.get("event") == "request"]
+    assert [(x["status"], x["route"], x["request_id"]) for x in access] == [
+        (500, "/ingest/telemetry", "req-fast-1")
+    ] * 2
+    crashes = [x for x in lines if x.get("event") == "unhandled_error"]
+    assert [(x["error_type"], x["request_id"]) for x in crashes] == [
+        ("OverflowError", "req-fast-1")
+    ] * 2
+    assert count(engine) == 0

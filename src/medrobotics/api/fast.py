@@ -6,15 +6,14 @@ key already verified holding `api:read` but not `phi:read` (patient data is read
 through the routes), within the rate limit, with query parameters it fully understands and
 that are plainly valid. It reads through the same storage queries and builds the same page as
 the routes. Anything else (another parameter, a value it would have to interpret, an unknown
-procedure) goes to the FastAPI app unchanged, which gives the answer. A database outage is
-answered here, with the app's 503: trying again through the app would double the wait.
+procedure) goes to the FastAPI app unchanged, which gives the answer. An error met here is
+answered here (see medrobotics.fastpath): a database outage with the app's 503, as trying again
+through the app would double the wait.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any, get_args
 from urllib.parse import parse_qsl
 
@@ -27,11 +26,11 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import SuccessStatus
 from medrobotics.domain.procedures import Category, ProcedureStatus
 from medrobotics.domain.robots import RobotStatus
-from medrobotics.errors import InvalidInput, RateLimited, Unavailable
-from medrobotics.fastpath import Answer, App, headers_of, known_caller
+from medrobotics.errors import InvalidInput, RateLimited
+from medrobotics.fastpath import Answer, App, FastPath, headers_of, known_caller
 from medrobotics.storage import outcomes, procedures, robots
 from medrobotics.storage.db import Reader
-from medrobotics.web import dumps, error_body
+from medrobotics.web import dumps
 
 SCOPE = "api:read"
 DETAIL = "/api/procedures/"
@@ -122,24 +121,25 @@ def taken(scope: Scope) -> bool:
     return scope["method"] == "GET" and (path in LISTS or path.startswith(DETAIL))
 
 
-class FastReads:
+class FastReads(FastPath):
     """Answers plain list and detail GETs itself; hands every other request to `app`."""
 
     def __init__(self, *, service: str, settings: Settings, guard: Guard, reader: Reader) -> None:
+        super().__init__(service)
         self.guard, self.reader = guard, reader
         self.max_limit = settings.max_page_size
         self.lists = {path: Answer(service, "GET", path, 200) for path in LISTS}
         self.detail = Answer(service, "GET", DETAIL + "{procedure_id}", 200)
-        retry = ((b"retry-after", str(Unavailable.retry_after).encode()),)
-        self.down = {
-            path: Answer(service, "GET", path, Unavailable.status, retry)
-            for path in [*LISTS, self.detail.route]
-        }
-        self.taken = 0
-        """Requests answered here (the rest went to the app)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
-        start = time.perf_counter()
+    def route(self, scope: Scope) -> str:
+        """Return the route template the request counts under."""
+        path: str = scope["path"]
+        return path if path in LISTS else self.detail.route
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, app: App, start: float
+    ) -> None:
+        """Answer a plain read, or hand the request to `app`; an error raised is answered here."""
         headers = headers_of(scope)
         if headers is None:
             await app(scope, receive, send)
@@ -148,11 +148,6 @@ class FastReads:
             answer, body = await self._answer(scope, headers)
         except Decline:
             await app(scope, receive, send)
-            return
-        except Unavailable as exc:
-            path = scope["path"]
-            down = self.down[path if path in LISTS else self.detail.route]
-            await down.send(scope, send, headers, partial(_error, exc), start)
             return
         await answer.send(scope, send, headers, body, start)
         self.taken += 1
@@ -207,7 +202,3 @@ class FastReads:
         lister = procedures.page if path == "/api/procedures" else outcomes.page
         rows = await self.reader.page(lister(**args, after=after, limit=limit, phi=False))
         return keyset_page(path, query, rows, limit)
-
-
-def _error(exc: Unavailable, request_id: str) -> bytes:
-    return dumps(error_body(exc.code, exc.message, exc.details, request_id))

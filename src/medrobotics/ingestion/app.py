@@ -427,7 +427,8 @@ class _Stream:
         item = batches_q.Payload(digest, self.entity, received, gzipped)
         flows.keep_batch(self._conn, item)
         cm, self._cm, self._conn = self._cm, None, None
-        cm.__exit__(None, None, None)
+        with flows.refusals():  # deferred triggers (the roll-ups) may refuse data at commit
+            cm.__exit__(None, None, None)
         return written
 
     async def close(self) -> None:

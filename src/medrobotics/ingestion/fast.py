@@ -3,13 +3,14 @@
 Robots post one sample per request by the thousand a second. This raw ASGI path (see
 medrobotics.fastpath) handles exactly the common case: a JSON body plainly valid for the fast
 decoder, a key already verified (or authentication off) holding `ingest:write`, within the rate
-and size limits. It commits through the same group writer as the route. Anything else,
-including every error, is replayed unchanged into the FastAPI app.
+and size limits. It commits through the same group writer as the route. Any other request is
+replayed unchanged into the FastAPI app, before any write is tried. A write that fails is
+answered here with the route's error (422 for data the database refused, 503 with Retry-After
+for an outage): replaying it would write it a second time.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -20,29 +21,34 @@ from medrobotics.auth import Guard
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import fast_rows
 from medrobotics.errors import RateLimited
-from medrobotics.fastpath import Answer, App, headers_of, known_caller
+from medrobotics.fastpath import Answer, App, FastPath, headers_of, known_caller
 from medrobotics.ingestion.writer import GroupWriter
 
 PATH = "/ingest/telemetry"
 SCOPE = "ingest:write"
 
 
-class FastTelemetry:
+class FastTelemetry(FastPath):
     """Answers plain single-sample posts itself; hands every other request to `app`."""
 
     def __init__(
         self, *, service: str, settings: Settings, guard: Guard, writer: GroupWriter
     ) -> None:
+        super().__init__(service)
         self.guard, self.writer = guard, writer
         self.limit = settings.max_body_bytes
         self.max_records = settings.max_batch_records
         self.answer = Answer(service, "POST", PATH, 201)
         self.received = metrics.RECEIVED.labels("telemetry")
-        self.taken = 0
-        """Requests answered here (the rest went to the app)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: App) -> None:
-        start = time.perf_counter()
+    def route(self, scope: Scope) -> str:
+        """Return the route template (the one route served here)."""
+        return PATH
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, app: App, start: float
+    ) -> None:
+        """Commit a plain post and answer it, or replay the request into `app` untried."""
         headers = headers_of(scope)
         if headers is None:
             await app(scope, receive, send)
@@ -87,11 +93,8 @@ class FastTelemetry:
         except RateLimited:
             await app(scope, _replay(messages, receive), send)
             return
-        try:
-            await self.writer.submit(rows)
-        except Exception:  # nothing was committed: the app gives the answer
-            await app(scope, _replay(messages, receive), send)
-            return
+        # A failure raises: FastPath answers it as the route would (the write is not tried again).
+        await self.writer.submit(rows)
         self.received.inc(len(rows))
         body = _ONE if len(rows) == 1 else _stored(len(rows))
         await self.answer.send(scope, send, headers, body, start)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from medrobotics import logs
 from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
@@ -21,6 +26,7 @@ from medrobotics.storage import batches, maintenance, outcomes, procedures, robo
 from medrobotics.storage.db import transaction
 from medrobotics.web import MAX_DETAILS, field_errors
 
+log = logs.get("medrobotics.ingestion.flows")
 Entity = Literal["telemetry", "procedures", "outcomes", "robots", "maintenance"]
 ENTITIES: tuple[Entity, ...] = ("telemetry", "procedures", "outcomes", "robots", "maintenance")
 
@@ -124,7 +130,8 @@ def write(engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | Non
     kept = (
         None if raw is None else batches.payload(entity=entity, body=raw, record_count=len(items))
     )
-    with transaction(engine) as conn:
+    # The commit too: deferred triggers (the roll-ups) may refuse the data only then.
+    with refusals(), transaction(engine) as conn:
         written = write_in(conn, entity, items)
         if kept is not None:
             keep_batch(conn, kept)
@@ -140,20 +147,103 @@ def write_in(conn: Connection, entity: str, items: Sequence[Any], *, base: int =
     """Write `items` inside the caller's transaction; `base` offsets record indexes in errors."""
     if not items:
         return 0
-    try:
+    with refusals():
         return KINDS[entity].write(conn, items, base)
-    except IntegrityError as exc:
-        raise _conflict(exc) from None
 
 
-def _conflict(exc: IntegrityError) -> DomainError:
-    # Name the constraint (never the values): it says which field clashes.
-    orig: Any = exc.orig
-    diag = getattr(orig, "diag", None)
-    name = getattr(diag, "constraint_name", None) or str(orig).split(":")[-1].strip()
-    if "CHECK" in str(orig) or name.startswith("ck_"):
-        rule = name.removeprefix("ck_").replace("_", " ")
-        return InvalidInput(f"record breaks the rule: {rule} (with the values already stored)")
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Turn the database's refusal of the data into the 4xx that says why (see `refused`)."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except Exception as exc:
+        error = refused(exc)
+        if error is None:
+            raise
+        if isinstance(error, InvalidInput):
+            # Data that passed validation but not the database: a rule the schemas lack.
+            log.warning("write_refused", error_type=type(getattr(exc, "orig", exc)).__name__)
+        raise error from None
+
+
+def refused(exc: BaseException) -> DomainError | None:
+    """Return the client's error for a database that refused the data; None if it did not.
+
+    A duplicate key is a 409; any other refusal of the values (a type's range, an encoding, a
+    constraint, a trigger) is a 422 naming the column or rule when the database says which.
+    Never the value: it could be patient data.
+    """
+    orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.IntegrityError | sqlite3.DataError):
+        return _sqlite_refused(orig)
+    if isinstance(orig, psycopg.errors.CheckViolation) and orig.diag.constraint_name:
+        return _broken_rule(orig.diag.constraint_name)
+    if isinstance(orig, _PG_CONFLICTS):
+        return _conflict(orig.diag.constraint_name or "")
+    if isinstance(orig, psycopg.DataError | psycopg.IntegrityError | _PG_LIMITS):
+        diag = orig.diag
+        found = _COPY_COLUMN.search(diag.context or "")
+        field = diag.column_name or (found.group(1) if found else None)
+        # Client-side refusals (a NUL in text) carry no SQLSTATE and no column.
+        reason = _words(type(orig).__name__) if orig.sqlstate else "cannot be stored"
+        return _refused(field, reason)
+    if isinstance(exc, IntegrityError):  # another driver: name what its message names
+        return _conflict(str(orig).split(":")[-1].strip())
+    return None
+
+
+# Each class names its SQLSTATE: NumericValueOutOfRange is "numeric value out of range".
+_PG_CONFLICTS = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.ForeignKeyViolation,
+    psycopg.errors.ExclusionViolation,
+)
+_PG_LIMITS = psycopg.errors.ProgramLimitExceeded  # e.g. a value too large for its index
+# A binary COPY names the column it was loading (a text COPY would add the value: not read).
+_COPY_COLUMN = re.compile(r"\bCOPY \w+, line \d+, column (\w+)")
+_SQLITE_COLUMN = re.compile(r"^NOT NULL constraint failed: \w+\.(\w+)$")
+
+
+def _sqlite_refused(orig: sqlite3.Error) -> DomainError:
+    name = getattr(orig, "sqlite_errorname", "")
+    message = str(orig)
+    if name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+        return _conflict(message.split(":")[-1].strip())
+    if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        return _conflict("foreign key")
+    if name == "SQLITE_CONSTRAINT_CHECK":
+        return _broken_rule(message.split(":")[-1].strip())
+    if name == "SQLITE_CONSTRAINT_TRIGGER":
+        # RAISE(ABORT, '...') takes a literal: the schema's own words, never a value.
+        return _refused(None, message)
+    found = _SQLITE_COLUMN.match(message)
+    if found:
+        return _refused(found.group(1), "must not be null")
+    return _refused(None, "cannot be stored")
+
+
+def _refused(field: str | None, reason: str) -> InvalidInput:
+    if field is None:
+        return InvalidInput(f"the database refused the record: {reason}")
+    return InvalidInput(
+        f"the database refused {field}: {reason}",
+        details=[{"field": field, "message": f"refused by the database: {reason}", "index": None}],
+    )
+
+
+def _words(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
+def _broken_rule(name: str) -> InvalidInput:
+    # Name the constraint (never the values): it says which rule the record breaks.
+    rule = name.removeprefix("ck_").replace("_", " ")
+    return InvalidInput(f"record breaks the rule: {rule} (with the values already stored)")
+
+
+def _conflict(name: str) -> DomainError:
     if "serial" in name:
         return Conflict(
             "robot_serial_number already belongs to another robot",

@@ -19,11 +19,15 @@ Row = Sequence[Any]
 """One sample's values in `COLUMNS` order."""
 
 _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
-_STAGE_DDL = (
+_STAGE = (
     # Session-local, unindexed, unlogged by nature: COPY lands here at full speed, then one
     # INSERT .. ON CONFLICT DO NOTHING moves it, which is what makes re-sends idempotent.
+    # Asked for each time, never remembered per connection: a temp table made in a transaction
+    # that rolls back is gone with it, and a note on the pooled connection would outlive it.
     "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
-    "(LIKE telemetry INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS"
+    "(LIKE telemetry INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS; "
+    # A second write in one transaction must not see the first one's rows.
+    "DELETE FROM telemetry_stage"
 )
 _COPY_DIRECT = f"COPY telemetry ({_COLS}) FROM STDIN (FORMAT BINARY)"
 _COPY = f"COPY telemetry_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
@@ -63,17 +67,11 @@ def insert_many(conn: Connection, *, rows: Sequence[Row]) -> int:
         try:
             _copy(cur, _COPY_DIRECT, rows)
         except psycopg.errors.UniqueViolation:
-            cur.execute("ROLLBACK TO SAVEPOINT telemetry_copy")
+            # One round trip: statements without parameters go as one simple query.
+            cur.execute(f"ROLLBACK TO SAVEPOINT telemetry_copy; {_STAGE}")
         else:
             cur.execute("RELEASE SAVEPOINT telemetry_copy")
             return len(rows)
-        info = conn.connection.info
-        if not info.get("telemetry_stage"):
-            cur.execute(_STAGE_DDL)
-            info["telemetry_stage"] = True
-        else:
-            # A second write in one transaction must not see the first one's rows.
-            cur.execute("DELETE FROM telemetry_stage")
         _copy(cur, _COPY, rows)
         cur.execute(_MOVE)
         return int(cur.rowcount)
