@@ -64,9 +64,10 @@ class Stored(BaseModel):
     received: int = Field(description="Records in this request.")
     written: int | None = Field(
         None,
-        description="Records new or updated by this request; telemetry counts new samples "
-        "only (a re-sent sample is skipped). Absent when the write was shared with other "
-        "requests.",
+        description="Records new or changed by this request: a record equal to the one "
+        "stored (in the fields it carries) is left alone and not counted; telemetry counts new "
+        "samples only (a re-sent sample is skipped). Absent when the write was shared with "
+        "other requests.",
     )
     duplicates: int | None = Field(None, description="Telemetry samples already stored.")
 
