@@ -15,13 +15,11 @@ from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.telemetry import READINGS, TelemetryIn
 from medrobotics.ingestion import flows
 from medrobotics.storage import procedures
-from medrobotics.storage.telemetry import ensure_partitions, months_of
 from tests import factories as f
 
 
 def _write(engine: Engine, samples: list[dict[str, Any]]) -> None:
     rows = [s.row() for s in TypeAdapter(list[TelemetryIn]).validate_json(json.dumps(samples))]
-    ensure_partitions(engine, months=months_of(rows))
     flows.write(engine, "telemetry", rows)
 
 

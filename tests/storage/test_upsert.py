@@ -30,7 +30,13 @@ ENTITIES: dict[str, tuple[Write, Table, str, type[BaseModel], Callable[..., dict
     "robots": (robots.upsert_many, robots_t, "robot_id", RobotIn, f.robot),
     "procedures": (procedures.upsert_many, procedures_t, "procedure_id", ProcedureIn, f.procedure),
     "outcomes": (outcomes.upsert_many, outcomes_t, "procedure_id", OutcomeIn, f.outcome),
-    "maintenance": (maintenance.upsert_many, maintenance_t, "maintenance_id", MaintenanceIn, f.visit),
+    "maintenance": (
+        maintenance.upsert_many,
+        maintenance_t,
+        "maintenance_id",
+        MaintenanceIn,
+        f.visit,
+    ),
 }
 # A field each record may change without breaking a rule, and a new value for it.
 CHANGE = {

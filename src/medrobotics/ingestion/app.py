@@ -364,7 +364,6 @@ class _Stream:
         return await anyio.to_thread.run_sync(self._add, items, base)
 
     def _add(self, items: list[Any], base: int) -> int:
-        flows.prepare(self.engine, self.entity, items)
         if self._conn is None:
             self._cm = transaction(self.engine)
             self._conn = self._cm.__enter__()
