@@ -231,6 +231,11 @@ def test_bad_parameters_are_422(client: TestClient, fleet: Fleet) -> None:
     )
     assert_error(get("/api/procedures?cursor=not-a-cursor"), 422, "invalid", "cursor")
     assert_error(get("/api/procedures?cursor=WyJ4Il0"), 422, "invalid", "cursor")  # ["x"]
+    # A client written for offset paging is told to use the cursor, not shown page one again.
+    for query in ("offset=50", "offset=0&limit=5", "offset=abc"):
+        refused = get(f"/api/procedures?{query}")
+        assert_error(refused, 422, "invalid", "offset")
+        assert "cursor" in refused.json()["error"]["details"][0]["message"]
     url = f"/api/procedures/{fleet.procedures[0].procedure_id}/telemetry"
     assert_error(get(url + "?channels=arm_position_x,tool_type"), 422, "invalid", "channels")
     assert_error(get(url + "?channels=warp_drive"), 422, "invalid", "channels")
