@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, Connection, Integer, cast, func, select
 from sqlalchemy.dialects import sqlite
 
 from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
+from medrobotics.domain.units import READING, rounded
 from medrobotics.errors import InvalidInput
 from medrobotics.storage.tables import telemetry
 
@@ -99,7 +100,7 @@ def summarize(row: Mapping[str, Any] | None) -> dict[str, Any]:
         channels[name] = {
             "count": count,
             "min": _num(row.get(f"{name}_min")),
-            "mean": total / count if count and total is not None else None,
+            "mean": rounded(total / count, READING) if count and total is not None else None,
             "max": _num(row.get(f"{name}_max")),
         }
     return {
@@ -176,7 +177,7 @@ def series(
         out["time"].append(EPOCH + int(row[0]) * interval_ms * _MS)
         out["samples"].append(int(row[1]))
         for name, value in zip(channels, row[2:], strict=True):
-            out["values"][name].append(_num(value))
+            out["values"][name].append(rounded(_num(value), READING))
     return out
 
 
