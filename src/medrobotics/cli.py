@@ -100,11 +100,21 @@ def _maintain_partitions(engine: Engine, settings: config.Settings) -> None:
     if not is_postgres(engine):
         typer.echo("telemetry partitions: none on the embedded database")
         return
-    done = partitions.maintain(
-        engine, ahead=settings.partitions_ahead, retention_days=settings.telemetry_retention_days
-    )
-    with engine.connect() as conn:
-        months = sorted(partitions.existing(conn))
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+
+    try:
+        done = partitions.maintain(
+            engine,
+            ahead=settings.partitions_ahead,
+            retention_days=settings.telemetry_retention_days,
+        )
+        with engine.connect() as conn:
+            months = sorted(partitions.existing(conn))
+    except (Unavailable, SQLAlchemyError) as exc:
+        console.print(f"[red]partition maintenance failed: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
     span = "none"
     if months:
         span = f"{months[0][0]}-{months[0][1]:02d} to {months[-1][0]}-{months[-1][1]:02d}"

@@ -171,8 +171,9 @@ def test_a_month_with_rows_in_default_gets_them_moved(
 
 
 def test_retention_retires_archived_months(
-    engine: Engine, tmp_path: Path, keep_partitions: None
+    engine: Engine, tmp_path: Path, keep_partitions: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(partitions, "DELETE_SLICE", 2)  # the DEFAULT's rows go in slices
     settings = config.load(
         database_url=engine.url.render_as_string(hide_password=False),
         MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
@@ -190,7 +191,8 @@ def test_retention_retires_archived_months(
         return (proc, "robot-1", at, *([1.0] * 4), None, *([1.0] * 9))
 
     old = [sample("p-old", datetime(2019, m, d, tzinfo=UTC)) for m in (3, 4) for d in (1, 2)]
-    old.append(sample("p-old", datetime(2018, 7, 1, tzinfo=UTC)))  # no partition: DEFAULT
+    # Months without a partition: in the DEFAULT one.
+    old += [sample("p-old", datetime(2018, 7, d, tzinfo=UTC)) for d in range(1, 6)]
     recent = [sample("p-new", datetime.now(UTC) - timedelta(hours=2))]
     flows.write(engine, "telemetry", old + recent)
 
@@ -199,8 +201,8 @@ def test_retention_retires_archived_months(
     assert (kept.dropped, kept.rows_deleted) == ([], 0)
 
     report = archive.run_once(engine, LocalLake(tmp_path / "lake"), settings)
-    assert report.telemetry_rows == 6
-    assert report.partitions_dropped == 2 and report.rows_deleted == 1
+    assert report.telemetry_rows == 10
+    assert report.partitions_dropped == 2 and report.rows_deleted == 5
     with engine.connect() as conn:
         assert not {(2019, 3), (2019, 4)} & set(partitions.existing(conn))
     assert {p for p, _ in _where(engine)} == {"p-new"}
@@ -249,3 +251,15 @@ def test_cli_keeps_partitions(
     assert second.exit_code == 0 and "created: none" in second.output, second.output
     upgraded = runner.invoke(cli, ["db", "upgrade"])
     assert upgraded.exit_code == 0 and "created: none" in upgraded.output, upgraded.output
+
+
+def test_a_month_whose_locks_wait_is_skipped_then_made(
+    engine: Engine, keep_partitions: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "100ms")
+    with engine.connect() as reader:
+        # A long read of the DEFAULT partition holds a lock the move must wait for.
+        reader.execute(text(f"SELECT count(*) FROM {partitions.DEFAULT}"))
+        assert partitions.ensure(engine, months=[(2034, 1)]) == []
+        reader.rollback()
+    assert partitions.ensure(engine, months=[(2034, 1)]) == ["telemetry_y2034m01"]

@@ -19,10 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from psycopg.errors import LockNotAvailable, QueryCanceled
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from medrobotics import logs
+from medrobotics.errors import Unavailable
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.tables import archive_marks
 
@@ -35,6 +37,7 @@ LOCK_ID = 0x6D7270617274
 # Partition DDL waits at most this long for a lock: ingestion queues behind a waiting
 # exclusive lock, so a maintainer that cannot get one gives up and tries on its next pass.
 LOCK_TIMEOUT = "5s"
+DELETE_SLICE = 50_000  # rows of the DEFAULT partition retention deletes per transaction
 
 Month = tuple[int, int]
 
@@ -96,10 +99,12 @@ def ensure(engine: Engine, *, months: Iterable[Month]) -> list[str]:
     created = []
     for month in sorted(set(months) - set(have)):
         try:
-            with transaction(engine) as conn:
+            with engine.begin() as conn:
                 if _create(conn, month):
                     created.append(name(month))
         except OperationalError as exc:
+            if not isinstance(exc.orig, LockNotAvailable | QueryCanceled):
+                raise Unavailable("database unavailable") from exc
             log.warning("partition_skipped", partition=name(month), error=type(exc.orig).__name__)
     return created
 
@@ -164,16 +169,23 @@ def retire(engine: Engine, *, before: datetime) -> Changes:
             conn.execute(text(f"DROP TABLE {table}"))
             changes.dropped.append(table)
             log.info("partition_dropped", partition=table)
-    with transaction(engine) as conn:
-        mark = _mark(conn)
-        if mark is not None:
-            changes.rows_deleted = conn.execute(
+    while True:
+        # In slices, each its own transaction: a large backfill in the DEFAULT partition is
+        # deleted within the statement timeout, and the lock on its rows stays short.
+        with transaction(engine) as conn:
+            mark = _mark(conn)
+            if mark is None:
+                break
+            deleted = conn.execute(
                 text(
-                    f"DELETE FROM {DEFAULT} "  # noqa: S608  # nosec B608
-                    'WHERE "timestamp" < :before AND received_at < :mark'
+                    f"DELETE FROM {DEFAULT} WHERE ctid IN (SELECT ctid FROM {DEFAULT} "  # noqa: S608  # nosec B608
+                    'WHERE "timestamp" < :before AND received_at < :mark LIMIT :n)'
                 ),
-                {"before": before, "mark": mark},
+                {"before": before, "mark": mark, "n": DELETE_SLICE},
             ).rowcount
+        changes.rows_deleted += deleted
+        if deleted < DELETE_SLICE:
+            break
     return changes
 
 
