@@ -649,10 +649,10 @@ def main() -> None:
         from sqlalchemy import create_engine
 
         from medrobotics import auth
-        from medrobotics.storage.telemetry import ensure_partitions
+        from medrobotics.storage import partitions
 
         engine = create_engine(bench.url.replace("postgresql://", "postgresql+psycopg://"))
-        ensure_partitions(engine, months={(2024, 6)})
+        partitions.ensure(engine, months=[(2024, 6)])
         scopes = ["ingest:write", "api:read"]
         tools.KEY = auth.issue(engine, name="bench", scopes=scopes).key
         engine.dispose()

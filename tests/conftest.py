@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from medrobotics import config, logs
 from medrobotics.ingestion.app import create_app
-from medrobotics.storage import migrate, telemetry
+from medrobotics.storage import migrate
 from medrobotics.storage.db import make_engine
 from medrobotics.storage.tables import ROLLUPS, metadata
 
@@ -124,7 +124,6 @@ def migrated_engine(
 ) -> Iterator[Engine]:
     """An engine on a migrated database, one per backend for the session."""
     engine = make_engine(_url(request.param, request, tmp_path_factory), pool_size=5)
-    telemetry.forget_partitions()
     migrate.upgrade(engine)
     yield engine
     engine.dispose()

@@ -150,7 +150,6 @@ def make_samples(
 def write(engine: Engine, fleet: Fleet) -> Fleet:
     """Write the fleet through the storage write functions."""
     rows = [s.row() for s in fleet.telemetry]
-    telemetry.ensure_partitions(engine, months=telemetry.months_of(rows))
     with engine.begin() as conn:
         robots.upsert_many(conn, items=fleet.robots)
         procedures.upsert_many(conn, items=fleet.procedures)

@@ -15,7 +15,9 @@ from medrobotics.storage.db import make_engine
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Surgical robotics data platform."
 )
-db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
+db_app = typer.Typer(
+    no_args_is_help=True, help="Database schema migrations and telemetry partitions."
+)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, expire, revoke.")
 app.add_typer(keys_app, name="keys")
@@ -57,8 +59,9 @@ def db_upgrade(
     from medrobotics.storage import migrate
 
     settings = _settings(data_dir)
+    engine = _engine(settings)
     try:
-        before, after = migrate.upgrade(_engine(settings), revision)
+        before, after = migrate.upgrade(engine, revision)
     except OperationalError:
         console.print("[red]database unreachable[/red]")
         raise typer.Exit(1) from None
@@ -66,6 +69,60 @@ def db_upgrade(
         console.print(f"database schema already up to date (revision {after})")
     else:
         console.print(f"database schema migrated from {before or 'empty'} to {after}")
+    if after == migrate.head():
+        _maintain_partitions(engine, settings)
+
+
+@db_app.command("partitions")
+def db_partitions(data_dir: DataDir = None) -> None:
+    """Make the telemetry partitions ahead and retire those retention emptied (PostgreSQL)."""
+    from sqlalchemy.exc import OperationalError
+
+    from medrobotics.storage import migrate
+
+    settings = _settings(data_dir)
+    engine = _engine(settings)
+    try:
+        at = migrate.current(engine)
+    except OperationalError:
+        console.print("[red]database unreachable[/red]")
+        raise typer.Exit(1) from None
+    if at != migrate.head():
+        console.print(f"[red]schema at {at or 'empty'}: run `medrobotics db upgrade` first[/red]")
+        raise typer.Exit(1)
+    _maintain_partitions(engine, settings)
+
+
+def _maintain_partitions(engine: Engine, settings: config.Settings) -> None:
+    from medrobotics.storage import partitions
+    from medrobotics.storage.db import is_postgres
+
+    if not is_postgres(engine):
+        typer.echo("telemetry partitions: none on the embedded database")
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+
+    try:
+        done = partitions.maintain(
+            engine,
+            ahead=settings.partitions_ahead,
+            retention_days=settings.telemetry_retention_days,
+        )
+        with engine.connect() as conn:
+            months = sorted(partitions.existing(conn))
+    except (Unavailable, SQLAlchemyError) as exc:
+        console.print(f"[red]partition maintenance failed: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
+    span = "none"
+    if months:
+        span = f"{months[0][0]}-{months[0][1]:02d} to {months[-1][0]}-{months[-1][1]:02d}"
+    typer.echo(f"telemetry partitions: {len(months)} monthly ({span}) and the default")
+    typer.echo(f"created: {', '.join(done.created) or 'none'}")
+    typer.echo(f"dropped: {', '.join(done.dropped) or 'none'}")
+    if done.rows_deleted:
+        typer.echo(f"retention: {done.rows_deleted} rows deleted from the default partition")
 
 
 @db_app.command("downgrade")
@@ -359,6 +416,8 @@ def archive_cmd(data_dir: DataDir = None) -> None:
         f"({report.windows} windows) and {report.batches} batches to {where}/"
         f"{settings.lake_prefix}"
     )
+    if report.partitions_created:
+        typer.echo(f"partitions: {report.partitions_created} months made ahead")
     if report.partitions_dropped or report.rows_deleted:
         typer.echo(
             f"retention: {report.partitions_dropped} partitions dropped, "

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # (bounded by storage.db.STATEMENT_TIMEOUT_MS), so the archiver leaves them for later.
     archive_safety_s: float = Field(60.0, ge=0, alias="MEDROBOTICS_ARCHIVE_SAFETY")
     telemetry_retention_days: int | None = Field(None, ge=1, alias="MEDROBOTICS_RETENTION_DAYS")
+    # Monthly telemetry partitions kept made after the current month (PostgreSQL); rows of
+    # any other month without one land in the DEFAULT partition (storage.partitions).
+    partitions_ahead: int = Field(3, ge=1, le=24, alias="MEDROBOTICS_PARTITIONS_AHEAD")
 
     # Access control. Unset: open on loopback outside production, required everywhere else.
     auth: Literal["required", "off"] | None = Field(None, alias="MEDROBOTICS_AUTH")

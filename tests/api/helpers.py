@@ -42,3 +42,25 @@ def assert_error(response: Any, status: int, code: str, field: str | None = None
     if field is not None:
         assert field in [d["field"] for d in error["details"]], error
         assert field in error["message"]
+
+
+class Rounded:
+    """Equal to `expected` as the service rounds it: within half a unit of the last of
+    `places` decimals (plus float noise), and itself carrying no more decimals than that."""
+
+    def __init__(self, expected: float, places: int) -> None:
+        self.expected, self.places = expected, places
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, int | float) or isinstance(other, bool):
+            return False
+        slack = 0.5 * 10**-self.places + 1e-9 * max(1.0, abs(self.expected))
+        return round(other, self.places) == other and abs(other - self.expected) <= slack
+
+    def __repr__(self) -> str:
+        return f"{self.expected!r} to {self.places} places"
+
+
+def rounded(expected: float | None, places: int) -> Any:
+    """Return a matcher for a figure rounded to `places` decimals (None matches None)."""
+    return None if expected is None else Rounded(expected, places)

@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
 
 from medrobotics.domain.procedures import CATEGORIES
+from medrobotics.domain.units import DAYS, HOURS, MINUTES, ML, SCORE, SHARE, USD
 from medrobotics.storage import outcomes as outcomes_q
 from medrobotics.storage import procedures as procedures_q
 from medrobotics.storage.tables import outcomes, procedures
-from tests.api.helpers import assert_error, ts
+from tests.api.helpers import assert_error, rounded, ts
 from tests.fleet import Fleet
 
 
@@ -30,10 +31,6 @@ def _params(start: datetime, end: datetime, **extra: Any) -> dict[str, Any]:
 def _mean(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
-
-
-def _approx(value: float | None) -> Any:
-    return pytest.approx(value) if value is not None else None
 
 
 def _utilization(fleet: Fleet, start: datetime, end: datetime, facility: str | None = None) -> Any:
@@ -52,8 +49,8 @@ def _utilization(fleet: Fleet, start: datetime, end: datetime, facility: str | N
             "facility_name": r.facility_name,
             "status": r.status,
             "procedures": len(inside),
-            "hours_in_use": pytest.approx(in_use),
-            "utilization": pytest.approx(in_use / hours),
+            "hours_in_use": rounded(in_use, HOURS),
+            "utilization": rounded(in_use / hours, SHARE),
             "last": max((p.start_time for p in used), default=None),
         }
     facilities: dict[str, Any] = {}
@@ -72,7 +69,7 @@ def _utilization(fleet: Fleet, start: datetime, end: datetime, facility: str | N
 
 def _check_utilization(body: dict[str, Any], fleet: Fleet, start: Any, end: Any, fac: Any) -> None:
     robots, facilities, hours = _utilization(fleet, start, end, fac)
-    assert body["window"]["hours"] == pytest.approx(hours)
+    assert body["window"]["hours"] == rounded(hours, HOURS)
     assert [r["robot_id"] for r in body["robots"]] == sorted(robots)
     for got in body["robots"]:
         want = dict(robots[got["robot_id"]])
@@ -86,8 +83,8 @@ def _check_utilization(body: dict[str, Any], fleet: Fleet, start: Any, end: Any,
         want = facilities[got["facility_id"]]
         assert got["robots"] == want["robots"] and got["procedures"] == want["procedures"]
         assert got["facility_name"] == want["name"]
-        assert got["hours_in_use"] == pytest.approx(want["hours"])
-        assert got["utilization"] == pytest.approx(want["hours"] / (want["robots"] * hours))
+        assert got["hours_in_use"] == rounded(want["hours"], HOURS)
+        assert got["utilization"] == rounded(want["hours"] / (want["robots"] * hours), SHARE)
         assert (got["last_used_at"] and ts(got["last_used_at"])) == want["last"]
 
 
@@ -121,11 +118,17 @@ def _outcome_stats(pairs: list[Any]) -> dict[str, Any]:
         "successful": sum(o.success_status == "successful" for o in outs),
         "complicated": sum(o.success_status == "complicated" for o in outs),
         "failed": sum(o.success_status == "failed" for o in outs),
-        "complication_rate": _approx(sum(bool(o.complications) for o in outs) / n if n else None),
-        "readmission_rate": _approx(sum(o.readmission_30day for o in outs) / n if n else None),
-        "mean_blood_loss_ml": _approx(_mean([o.blood_loss_ml for o in outs])),
-        "mean_hospital_stay_days": _approx(_mean([o.hospital_stay_days for o in outs])),
-        "mean_patient_satisfaction": _approx(_mean([o.patient_satisfaction_score for o in outs])),
+        "complication_rate": rounded(
+            sum(bool(o.complications) for o in outs) / n if n else None, SHARE
+        ),
+        "readmission_rate": rounded(
+            sum(o.readmission_30day for o in outs) / n if n else None, SHARE
+        ),
+        "mean_blood_loss_ml": rounded(_mean([o.blood_loss_ml for o in outs]), ML),
+        "mean_hospital_stay_days": rounded(_mean([o.hospital_stay_days for o in outs]), DAYS),
+        "mean_patient_satisfaction": rounded(
+            _mean([o.patient_satisfaction_score for o in outs]), SCORE
+        ),
     }
 
 
@@ -173,8 +176,8 @@ def _by_category(fleet: Fleet, start: datetime, end: datetime) -> list[dict[str,
         row: dict[str, Any] = {"procedure_category": cat, "procedures": len(ps)}
         for s in ("completed", "in_progress", "aborted", "cancelled"):
             row[s] = sum(p.status == s for p in ps)
-        row["mean_duration_minutes"] = _approx(_mean([p.duration_minutes for p in ps]))
-        row["mean_complexity"] = _approx(_mean([p.complexity_score for p in ps]))
+        row["mean_duration_minutes"] = rounded(_mean([p.duration_minutes for p in ps]), MINUTES)
+        row["mean_complexity"] = rounded(_mean([p.complexity_score for p in ps]), SCORE)
         out.append(row)
     return out
 
@@ -218,10 +221,12 @@ def test_procedure_volume(client: TestClient, fleet: Fleet, interval: str) -> No
         for got in body["buckets"]:
             ps = groups[ts(got["bucket_start"])]
             assert got["procedures"] == len(ps)
-            assert got["total_duration_minutes"] == pytest.approx(
-                sum(p.duration_minutes or 0 for p in ps)
+            assert got["total_duration_minutes"] == rounded(
+                sum(p.duration_minutes or 0 for p in ps), MINUTES
             )
-            assert got["mean_duration_minutes"] == _approx(_mean([p.duration_minutes for p in ps]))
+            assert got["mean_duration_minutes"] == rounded(
+                _mean([p.duration_minutes for p in ps]), MINUTES
+            )
 
 
 def _first_day(moment: datetime) -> date:
@@ -259,11 +264,12 @@ def _check_maintenance(
         last = want["last_maintenance_date"]
         assert got == {
             **want,
-            "total_cost": pytest.approx(want["total_cost"]),
+            "total_cost": rounded(want["total_cost"], USD),
+            "downtime_hours": rounded(want["downtime_hours"], HOURS),
             "last_maintenance_date": last.isoformat() if last else None,
         }
-    assert body["total_cost"] == pytest.approx(sum(r["total_cost"] for r in rows))
-    assert body["downtime_hours"] == pytest.approx(sum(r["downtime_hours"] for r in rows))
+    assert body["total_cost"] == rounded(sum(r["total_cost"] for r in rows), USD)
+    assert body["downtime_hours"] == rounded(sum(r["downtime_hours"] for r in rows), HOURS)
 
 
 def test_maintenance_costs(client: TestClient, fleet: Fleet) -> None:
@@ -339,10 +345,12 @@ def _check_all(client: TestClient, fleet: Fleet, start: datetime, end: datetime)
         for got in body["buckets"]:
             ps = groups[ts(got["bucket_start"])]
             assert got["procedures"] == len(ps)
-            assert got["total_duration_minutes"] == pytest.approx(
-                sum(p.duration_minutes or 0 for p in ps)
+            assert got["total_duration_minutes"] == rounded(
+                sum(p.duration_minutes or 0 for p in ps), MINUTES
             )
-            assert got["mean_duration_minutes"] == _approx(_mean([p.duration_minutes for p in ps]))
+            assert got["mean_duration_minutes"] == rounded(
+                _mean([p.duration_minutes for p in ps]), MINUTES
+            )
 
 
 def _windows(fleet: Fleet) -> list[tuple[datetime, datetime]]:

@@ -64,6 +64,9 @@ def test_bad_parameters_are_422(client: TestClient) -> None:
     assert_error(client.get("/api/outcomes?category=dental"), 422, "invalid", "category")
     assert_error(client.get("/api/outcomes?readmission=maybe"), 422, "invalid", "readmission")
     assert_error(client.get("/api/outcomes?cursor=%%%"), 422, "invalid", "cursor")
+    refused = client.get("/api/outcomes?offset=20&limit=10")
+    assert_error(refused, 422, "invalid", "offset")
+    assert "cursor" in refused.json()["error"]["details"][0]["message"]
     assert_error(client.get("/api/outcomes?limit=1000"), 422, "invalid", "limit")
     assert_error(
         client.get("/api/outcomes?start=2025-02-01T00:00:00&end=2025-01-01T00:00:00"),

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medrobotics.domain.telemetry import READINGS
-from tests.api.helpers import assert_error, ts, walk
+from medrobotics.domain.units import READING
+from tests.api.helpers import assert_error, rounded, ts, walk
 from tests.fleet import Fleet
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,7 +128,7 @@ def test_detail_telemetry_summary(client: TestClient, fleet: Fleet) -> None:
         if values:
             assert got["min"] == pytest.approx(min(values))
             assert got["max"] == pytest.approx(max(values))
-            assert got["mean"] == pytest.approx(statistics.fmean(values))
+            assert got["mean"] == rounded(statistics.fmean(values), READING)
         else:
             assert got == {"count": 0, "min": None, "mean": None, "max": None}
 
@@ -156,7 +157,7 @@ def _check_series(body: dict[str, Any], samples: list[Any], channels: list[str])
     assert body["samples"] == [n for n, _ in expected.values()]
     for name in channels:
         want = [m[name] for _, m in expected.values()]
-        assert body["values"][name] == [pytest.approx(v) if v is not None else None for v in want]
+        assert body["values"][name] == [rounded(v, READING) for v in want]
 
 
 def test_series_downsampled(client: TestClient, fleet: Fleet) -> None:
@@ -231,6 +232,11 @@ def test_bad_parameters_are_422(client: TestClient, fleet: Fleet) -> None:
     )
     assert_error(get("/api/procedures?cursor=not-a-cursor"), 422, "invalid", "cursor")
     assert_error(get("/api/procedures?cursor=WyJ4Il0"), 422, "invalid", "cursor")  # ["x"]
+    # A client written for offset paging is told to use the cursor, not shown page one again.
+    for query in ("offset=50", "offset=0&limit=5", "offset=abc"):
+        refused = get(f"/api/procedures?{query}")
+        assert_error(refused, 422, "invalid", "offset")
+        assert "cursor" in refused.json()["error"]["details"][0]["message"]
     url = f"/api/procedures/{fleet.procedures[0].procedure_id}/telemetry"
     assert_error(get(url + "?channels=arm_position_x,tool_type"), 422, "invalid", "channels")
     assert_error(get(url + "?channels=warp_drive"), 422, "invalid", "channels")

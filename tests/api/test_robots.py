@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.helpers import assert_error, ts, walk
+from medrobotics.domain.units import HOURS, USD
+from tests.api.helpers import assert_error, rounded, ts, walk
 from tests.fleet import Fleet
 
 
@@ -59,8 +60,8 @@ def test_detail(client: TestClient, fleet: Fleet) -> None:
     latest = max(visits, key=lambda m: (m.maintenance_date, m.maintenance_id))
     assert body["maintenance"] == {
         "visits": len(visits),
-        "total_cost": pytest.approx(sum(m.cost for m in visits)),
-        "total_downtime_hours": pytest.approx(sum(m.downtime_hours for m in visits)),
+        "total_cost": rounded(sum(m.cost for m in visits), USD),
+        "total_downtime_hours": rounded(sum(m.downtime_hours for m in visits), HOURS),
         "last_maintenance_date": latest.maintenance_date.isoformat(),
         "last_maintenance_type": latest.maintenance_type,
         "next_maintenance_date": latest.next_maintenance_date.isoformat(),  # type: ignore[union-attr]

@@ -301,8 +301,10 @@ def test_retention_removes_only_archived_rows(engine: Engine, tmp_path: Path) ->
     report = archive.run_once(engine, lake, settings)
     assert report.telemetry_rows == 10
     assert len(_db_keys(engine)) == 4  # the old month went; the recent rows stay
+    # On PostgreSQL a month without a partition of its own is in the DEFAULT one: rows go
+    # one by one there too (whole partitions: tests/storage/test_partitions.py).
+    assert report.rows_deleted == 6
     if engine.dialect.name == "postgresql":
-        assert report.partitions_dropped >= 1  # earlier tests leave empty old months too
         assert not _partition_exists(engine, "telemetry_y2020m01")
 
     # A late old sample, not yet archived, survives retention until it is in the lake.

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, delete, select, text
 
 from medrobotics.domain.outcomes import SUCCESS_STATUSES, OutcomeIn
 from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES, ProcedureIn
+from medrobotics.domain.units import HOURS
 from medrobotics.storage import analytics
 from medrobotics.storage import outcomes as outcomes_q
 from medrobotics.storage import procedures as procedures_q
@@ -26,6 +27,7 @@ from medrobotics.storage.tables import (
     robot_months,
     robots,
 )
+from tests.api.helpers import rounded
 
 NOW = datetime(2025, 3, 31, 21, 0, tzinfo=UTC)
 IDS = [f"proc-{i:04d}" for i in range(120)]
@@ -274,4 +276,4 @@ def test_utilization_sums_months_and_days(engine: Engine, window: tuple[str, str
         ]
         assert robot["procedures"] == len(mine)
         hours = sum(p["duration_minutes"] or 0 for p in mine) / 60
-        assert robot["hours_in_use"] == pytest.approx(hours, abs=1e-9)
+        assert robot["hours_in_use"] == rounded(hours, HOURS)

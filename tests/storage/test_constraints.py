@@ -116,7 +116,6 @@ def test_valid_rows_are_accepted(engine: Engine) -> None:
 
 def test_telemetry_key_is_robot_procedure_time(engine: Engine) -> None:
     row = ("proc-1", "robot-1", T0, *([1.0] * 4), "Grasper", *([2.0] * 9))
-    telemetry_q.ensure_partitions(engine, months={(2025, 10)})
     with engine.begin() as conn:
         assert telemetry_q.insert_many(conn, rows=[row]) == 1
     with engine.begin() as conn:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import inspect, text
+from datetime import UTC, datetime
+from typing import Any
 
-from medrobotics.storage import migrate
+import pytest
+from sqlalchemy import Connection, func, insert, inspect, select, text
+from typer.testing import CliRunner
+
+from medrobotics.cli import app as cli
+from medrobotics.storage import migrate, partitions
 from medrobotics.storage.db import make_engine
-from medrobotics.storage.tables import POSTGRES_ONLY, metadata
+from medrobotics.storage.tables import POSTGRES_ONLY, metadata, telemetry, telemetry_summary
 
 EXPECTED = {
     "robots",
@@ -68,3 +73,95 @@ def test_telemetry_is_partitioned_on_postgres(fresh_url: str) -> None:
         ).scalar()
     assert kind == "r"  # range
     engine.dispose()
+
+
+def _partitions(conn: Connection) -> set[str]:
+    return set(
+        conn.execute(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'telemetry'::regclass"
+            )
+        ).scalars()
+    )
+
+
+def _sample(proc: str, at: datetime) -> dict[str, Any]:
+    return {"procedure_id": proc, "robot_id": "robot-1", "timestamp": at, "arm_position_x": 1.5}
+
+
+@pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
+def test_default_partition_up_and_down(fresh_url: str) -> None:
+    engine = make_engine(fresh_url, pool_size=1)
+    migrate.upgrade(engine, "0007")
+    with engine.begin() as conn:
+        # A partition made on demand before 0008, with its rows.
+        conn.execute(
+            text(
+                "CREATE TABLE telemetry_y2024m02 PARTITION OF telemetry FOR VALUES "
+                "FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00')"
+            )
+        )
+        conn.execute(insert(telemetry), _sample("p-on-demand", datetime(2024, 2, 9, tzinfo=UTC)))
+
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        made = _partitions(conn)
+        ahead = {partitions.name(m) for m in partitions.months_from(now, 3)}
+        assert made == {"telemetry_default", "telemetry_y2024m02", *ahead}
+        # Months without a partition of their own land in the DEFAULT one.
+        conn.execute(
+            insert(telemetry),
+            [
+                _sample("p-old", datetime(2003, 5, 6, tzinfo=UTC)),
+                _sample("p-old", datetime(2003, 5, 7, tzinfo=UTC)),
+                _sample("p-old", datetime(2011, 12, 31, 23, tzinfo=UTC)),
+                _sample("p-now", now),
+            ],
+        )
+        summary = conn.execute(select(telemetry_summary)).mappings().all()
+        assert sorted(s["sample_count"] for s in summary) == [1, 1, 3]
+        in_default = conn.execute(text("SELECT count(*) FROM telemetry_default")).scalar()
+        assert in_default == 3
+
+    migrate.downgrade(engine, "0007")
+    with engine.connect() as conn:
+        # Each month the DEFAULT partition held has its own again, with its rows.
+        assert _partitions(conn) == {"telemetry_y2003m05", "telemetry_y2011m12"} | (
+            made - {"telemetry_default"}
+        )
+        rows = conn.execute(
+            text('SELECT tableoid::regclass::text, procedure_id, "timestamp" FROM telemetry')
+        ).all()
+        assert sorted(r[0] for r in rows) == [
+            "telemetry_y2003m05",
+            "telemetry_y2003m05",
+            "telemetry_y2011m12",
+            "telemetry_y2024m02",
+            partitions.name((now.year, now.month)),
+        ]
+        # Moved below the parent's triggers: the summary still counts each sample once.
+        assert conn.execute(select(telemetry_summary)).mappings().all() == summary
+
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert "telemetry_default" in _partitions(conn)
+        assert conn.execute(select(func.count()).select_from(telemetry)).scalar() == 5
+        assert conn.execute(text("SELECT count(*) FROM telemetry_default")).scalar() == 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize("fresh_url", ["sqlite"], indirect=True)
+def test_partitions_command_on_the_embedded_database(
+    fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", fresh_url)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["db", "partitions"])
+    assert refused.exit_code == 1 and "db upgrade" in refused.output
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "none on the embedded database" in upgraded.output
+    result = runner.invoke(cli, ["db", "partitions"])
+    assert result.exit_code == 0 and "none on the embedded database" in result.output

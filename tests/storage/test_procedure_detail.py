@@ -7,21 +7,20 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from pydantic import TypeAdapter
 from sqlalchemy import Engine, text
 
 from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.telemetry import READINGS, TelemetryIn
+from medrobotics.domain.units import READING
 from medrobotics.ingestion import flows
 from medrobotics.storage import procedures
-from medrobotics.storage.telemetry import ensure_partitions, months_of
 from tests import factories as f
+from tests.api.helpers import rounded
 
 
 def _write(engine: Engine, samples: list[dict[str, Any]]) -> None:
     rows = [s.row() for s in TypeAdapter(list[TelemetryIn]).validate_json(json.dumps(samples))]
-    ensure_partitions(engine, months=months_of(rows))
     flows.write(engine, "telemetry", rows)
 
 
@@ -35,7 +34,7 @@ def _expected(samples: list[dict[str, Any]]) -> dict[str, Any]:
         channels[name] = {
             "count": len(seen),
             "min": min(seen) if seen else None,
-            "mean": pytest.approx(sum(seen) / len(seen)) if seen else None,
+            "mean": rounded(sum(seen) / len(seen), READING) if seen else None,
             "max": max(seen) if seen else None,
         }
     return {"sample_count": len(values), "channels": channels}

@@ -18,6 +18,7 @@ from medrobotics.domain.analytics import (
     Utilization,
 )
 from medrobotics.domain.procedures import Category
+from medrobotics.domain.units import HOURS, rounded
 from medrobotics.storage import analytics
 from medrobotics.storage.db import reading
 from medrobotics.web import ERROR_RESPONSES
@@ -34,7 +35,11 @@ def _days(default: int) -> Any:
 
 
 def _window(start: datetime, end: datetime) -> dict[str, Any]:
-    return {"start": start, "end": end, "hours": (end - start).total_seconds() / 3600}
+    return {
+        "start": start,
+        "end": end,
+        "hours": rounded((end - start).total_seconds() / 3600, HOURS),
+    }
 
 
 @router.get("/robot-utilization", response_model=Utilization)

@@ -131,6 +131,26 @@ async def page_limit(
 LimitDep = Annotated[int, Depends(page_limit)]
 
 
+async def no_offset(
+    offset: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> None:
+    """Refuse `offset` on a list paged by cursor.
+
+    Clients written for offset-paged APIs send it; ignored, such a client would read the first
+    page forever.
+    """
+    if offset is not None:
+        raise invalid(
+            "offset",
+            "this list is paged by cursor, not offset: follow `next`, or pass the previous "
+            "page's `next_cursor` as `cursor`",
+        )
+
+
+KEYSET_ONLY = [Depends(no_offset)]
+"""The dependencies of a list paged by cursor."""
+
+
 def invalid(field: str, message: str) -> InvalidInput:
     """Return the 422 error naming one query parameter."""
     return InvalidInput(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, LimitDep, ReaderDep
+from medrobotics.api.deps import KEYSET_ONLY, CallerDep, LimitDep, ReaderDep
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -28,6 +28,7 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
     response_model=OutcomePage,
     response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
+    dependencies=KEYSET_ONLY,
 )
 async def list_outcomes(
     request: Request,

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import CallerDep, EngineDep, LimitDep, ReaderDep, invalid, respond
+from medrobotics.api.deps import (
+    KEYSET_ONLY,
+    CallerDep,
+    EngineDep,
+    LimitDep,
+    ReaderDep,
+    invalid,
+    respond,
+)
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -39,6 +47,7 @@ MAX_POINTS = 10_000
     response_model=ProcedurePage,
     response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
+    dependencies=KEYSET_ONLY,
 )
 async def list_procedures(
     request: Request,

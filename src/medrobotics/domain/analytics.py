@@ -12,7 +12,12 @@ Interval = Literal["day", "week", "month"]
 
 
 class Window(BaseModel):
-    """The time range an answer covers: `[start, end)`."""
+    """The time range an answer covers: `[start, end)`.
+
+    Every sum and mean in an analytics answer is rounded to its unit's precision: USD to the
+    cent, hours to 3 decimals, minutes, days and scores to 2, millilitres to 1, shares and
+    rates (fractions) to 4.
+    """
 
     start: UtcDateTime
     end: UtcDateTime

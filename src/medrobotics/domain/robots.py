@@ -61,8 +61,8 @@ class MaintenanceSummary(BaseModel):
     """A robot's service history in brief."""
 
     visits: int
-    total_cost: float = Field(description="USD, every visit.")
-    total_downtime_hours: float
+    total_cost: float = Field(description="USD, every visit, to the cent.")
+    total_downtime_hours: float = Field(description="Every visit, to 3 decimals.")
     last_maintenance_date: Day | None = Field(description="Latest recorded visit.")
     last_maintenance_type: str | None
     next_maintenance_date: Day | None = Field(description="Planned at the latest visit.")

@@ -170,7 +170,7 @@ class ChannelStats(BaseModel):
 
     count: int
     min: float | None
-    mean: float | None
+    mean: float | None = Field(description="Rounded to 3 decimals of the channel's unit.")
     max: float | None
 
 
@@ -201,7 +201,8 @@ class TelemetrySeries(BaseModel):
     time: list[UtcDateTime] = Field(description="Start of each bucket.")
     samples: list[int] = Field(description="Samples in each bucket.")
     values: dict[str, list[float | None]] = Field(
-        description="Per channel, the mean in each bucket (null when no sample carries it)."
+        description="Per channel, the mean in each bucket (null when no sample carries it), "
+        "rounded to 3 decimals of the channel's unit."
     )
 
 

@@ -67,9 +67,10 @@ class Stored(BaseModel):
     received: int = Field(description="Records in this request.")
     written: int | None = Field(
         None,
-        description="Records new or updated by this request; telemetry counts new samples "
-        "only (a re-sent sample is skipped). Absent when the write was shared with other "
-        "requests.",
+        description="Records new or changed by this request: a record equal to the one "
+        "stored (in the fields it carries) is left alone and not counted; telemetry counts new "
+        "samples only (a re-sent sample is skipped). Absent when the write was shared with "
+        "other requests.",
     )
     duplicates: int | None = Field(None, description="Telemetry samples already stored.")
 
@@ -399,7 +400,6 @@ class _Stream:
         return await anyio.to_thread.run_sync(self._add, items, base)
 
     def _add(self, items: list[Any], base: int) -> int:
-        flows.prepare(self.engine, self.entity, items)
         if self._conn is None:
             self._cm = transaction(self.engine)
             self._conn = self._cm.__enter__()

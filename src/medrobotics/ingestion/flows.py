@@ -13,7 +13,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from medrobotics import logs
 from medrobotics.domain.maintenance import MaintenanceIn
@@ -21,7 +21,7 @@ from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
-from medrobotics.errors import Conflict, DomainError, InvalidInput, Unavailable
+from medrobotics.errors import Conflict, DomainError, InvalidInput
 from medrobotics.storage import batches, maintenance, outcomes, procedures, robots, telemetry
 from medrobotics.storage.db import transaction
 from medrobotics.web import MAX_DETAILS, field_errors
@@ -106,26 +106,11 @@ def invalid(exc: ValidationError, *, base: int = 0, index: int | None = None) ->
     return InvalidInput(f"invalid record: {fields}", details=details[:MAX_DETAILS])
 
 
-def prepare(engine: Engine, entity: str, items: Sequence[Any]) -> None:
-    """Do what must happen before the data transaction (telemetry partitions)."""
-    # Only PostgreSQL partitions telemetry; elsewhere skip even scanning the rows' months.
-    if entity == "telemetry" and items and engine.dialect.name == "postgresql":
-        try:
-            telemetry.ensure_partitions(engine, months=telemetry.months_of(items))
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, IntegrityError):
-                # Another task created the same partition at the same moment: it exists now.
-                telemetry.forget_partitions()
-                return
-            raise Unavailable("database unavailable") from exc
-
-
 def write(engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | None = None) -> int:
     """Commit `items` of one entity in one transaction; return how many were new or updated.
 
     With `raw` (an /ingest/batch body) the payload is kept for the lake in the same transaction.
     """
-    prepare(engine, entity, items)
     # Compressed before the transaction opens: no lock is held while it runs.
     kept = (
         None if raw is None else batches.payload(entity=entity, body=raw, record_count=len(items))

@@ -34,6 +34,7 @@ from sqlalchemy import (
 
 from medrobotics.domain.outcomes import SUCCESS_STATUSES
 from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES
+from medrobotics.domain.units import DAYS, HOURS, MINUTES, ML, SCORE, SHARE, USD, rounded
 from medrobotics.storage.tables import (
     UtcDateTime,
     maintenance,
@@ -179,7 +180,6 @@ def utilization(
     for row in robot_rows:
         row["procedures"] = int(row["procedures"])
         row["hours_in_use"] = float(row["hours_in_use"])
-        row["utilization"] = float(row["utilization"])
     # Facilities from the robot rows (hundreds), not a second pass over the procedures.
     span = max(_hours(start, end), 1e-9)
     by_facility: dict[str, list[dict[str, Any]]] = {}
@@ -197,11 +197,15 @@ def utilization(
                 "facility_name": max(names) if names else None,
                 "robots": len(fleet),
                 "procedures": sum(x["procedures"] for x in fleet),
-                "hours_in_use": hours_total,
-                "utilization": hours_total / (len(fleet) * span),
+                "hours_in_use": rounded(hours_total, HOURS),
+                "utilization": rounded(hours_total / (len(fleet) * span), SHARE),
                 "last_used_at": max(uses) if uses else None,
             }
         )
+    # Rounded last: the facilities add up the robots' exact figures.
+    for row in robot_rows:
+        row["utilization"] = rounded(float(row["utilization"]), SHARE)
+        row["hours_in_use"] = rounded(row["hours_in_use"], HOURS)
     return {"robots": robot_rows, "facilities": facility_rows}
 
 
@@ -232,9 +236,9 @@ def _robot_use(window: Split) -> Iterator[Select[Any]]:
 
 
 _MEANS = (
-    ("mean_blood_loss_ml", "blood_loss_ml"),
-    ("mean_hospital_stay_days", "hospital_stay_days"),
-    ("mean_patient_satisfaction", "patient_satisfaction_score"),
+    ("mean_blood_loss_ml", "blood_loss_ml", ML),
+    ("mean_hospital_stay_days", "hospital_stay_days", DAYS),
+    ("mean_patient_satisfaction", "patient_satisfaction_score", SCORE),
 )
 
 
@@ -252,7 +256,7 @@ def _outcome_sums(conn: Connection) -> list[Any]:
         func.sum(case((length > 0, 1), else_=0)).label("with_complications"),
         func.sum(case((o.readmission_30day.is_(True), 1), else_=0)).label("readmitted"),
     ]
-    for _, column in _MEANS:
+    for _, column, _ in _MEANS:
         cols += [func.sum(o[column]).label(f"{column}_sum"), func.count(o[column]).label(column)]
     return cols
 
@@ -262,12 +266,15 @@ def _combine(groups: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"outcomes": n}
     for status in SUCCESS_STATUSES:
         out[status] = sum(int(g["n"]) for g in groups if g["success_status"] == status)
-    out["complication_rate"] = sum(int(g["with_complications"]) for g in groups) / n if n else None
-    out["readmission_rate"] = sum(int(g["readmitted"]) for g in groups) / n if n else None
-    for name, column in _MEANS:
+    for name, key in (
+        ("complication_rate", "with_complications"),
+        ("readmission_rate", "readmitted"),
+    ):
+        out[name] = rounded(sum(int(g[key]) for g in groups) / n, SHARE) if n else None
+    for name, column, places in _MEANS:
         count = sum(int(g[column]) for g in groups)
         total = sum(float(g[f"{column}_sum"] or 0) for g in groups)
-        out[name] = total / count if count else None
+        out[name] = rounded(total / count, places) if count else None
     return out
 
 
@@ -286,7 +293,7 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
             func.sum(d.with_complications).label("with_complications"),
             func.sum(d.readmitted).label("readmitted"),
         ]
-        for _, column in _MEANS:
+        for _, column, _ in _MEANS:
             total, count = _OUTCOME_ROLLUP[column]
             sums += [func.sum(d[total]).label(f"{column}_sum"), func.sum(d[count]).label(column)]
         groups += conn.execute(
@@ -383,8 +390,8 @@ def _day(conn: Connection) -> ColumnElement[date]:
     return type_coerce(func.date(st), Date)
 
 
-def _mean(total: Any, count: Any) -> float | None:
-    return float(total or 0) / int(count) if count else None
+def _mean(total: Any, count: Any, places: int) -> float | None:
+    return rounded(float(total or 0) / int(count), places) if count else None
 
 
 def procedures_by_category(conn: Connection, *, start: datetime, end: datetime) -> list[Any]:
@@ -399,10 +406,14 @@ def procedures_by_category(conn: Connection, *, start: datetime, end: datetime) 
         }
         for s in PROCEDURE_STATUSES:
             item[s] = sum(int(g["procedures"]) for g in mine if g["status"] == s)
-        for name, key in (("mean_duration_minutes", "duration"), ("mean_complexity", "complexity")):
+        for name, key, places in (
+            ("mean_duration_minutes", "duration", MINUTES),
+            ("mean_complexity", "complexity", SCORE),
+        ):
             item[name] = _mean(
                 sum(float(g[f"{key}_sum"] or 0) for g in mine),
                 sum(int(g[f"{key}_n"]) for g in mine),
+                places,
             )
         out.append(item)
     return out
@@ -460,8 +471,8 @@ def procedure_volume(
     for r in conn.execute(stmt).mappings():
         row = dict(r)
         row["procedures"] = int(row["procedures"])
-        row["total_duration_minutes"] = float(row["total_duration_minutes"])
-        row["mean_duration_minutes"] = _float(row["mean_duration_minutes"])
+        row["total_duration_minutes"] = rounded(float(row["total_duration_minutes"]), MINUTES)
+        row["mean_duration_minutes"] = rounded(_float(row["mean_duration_minutes"]), MINUTES)
         rows.append(row)
     return rows
 
@@ -488,8 +499,8 @@ def _volume_by_day(
         {
             "bucket_start": bucket,
             "procedures": int(n),
-            "total_duration_minutes": total,
-            "mean_duration_minutes": _mean(total, count),
+            "total_duration_minutes": rounded(total, MINUTES),
+            "mean_duration_minutes": _mean(total, count, MINUTES),
         }
         for bucket, (n, total, count) in sorted(sums.items())
     ]
@@ -540,7 +551,11 @@ def maintenance_costs(
         row = dict(x)
         for key in ("visits", "emergency_visits"):
             row[key] = int(row[key])
-        for key in ("total_cost", "downtime_hours"):
-            row[key] = float(row[key])
+        row["total_cost"] = rounded(float(row["total_cost"]), USD)
+        row["downtime_hours"] = rounded(float(row["downtime_hours"]), HOURS)
         rows.append(row)
-    return {"total_cost": float(totals[0]), "downtime_hours": float(totals[1]), "robots": rows}
+    return {
+        "total_cost": rounded(float(totals[0]), USD),
+        "downtime_hours": rounded(float(totals[1]), HOURS),
+        "robots": rows,
+    }

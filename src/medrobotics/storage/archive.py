@@ -15,7 +15,6 @@ import asyncio
 import functools
 import io
 import random
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -31,7 +30,7 @@ from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import telemetry as telemetry_q
+from medrobotics.storage import partitions
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -88,6 +87,7 @@ class Report:
     objects: int = 0
     batches: int = 0
     windows: int = 0
+    partitions_created: int = 0
     partitions_dropped: int = 0
     rows_deleted: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -99,6 +99,7 @@ class Report:
         self.objects += other.objects
         self.batches += other.batches
         self.windows += other.windows
+        self.partitions_created += other.partitions_created
         self.partitions_dropped += other.partitions_dropped
         self.rows_deleted += other.rows_deleted
         self.skipped.extend(s for s in other.skipped if s not in self.skipped)
@@ -116,11 +117,14 @@ class Window:
 def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
-    """Export one telemetry window and a slice of pending batches, then apply retention."""
+    """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
+    then apply retention."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
             export_telemetry(engine, lake, settings, report)
+            ahead = partitions.months_from(now or _utcnow(), settings.partitions_ahead)
+            report.partitions_created += len(partitions.ensure(engine, months=ahead))
             if settings.telemetry_retention_days:
                 apply_retention(engine, settings, report, now=now)
         else:
@@ -344,13 +348,14 @@ def batch_key(row: Any, *, prefix: str) -> str:
 
 # Retention ------------------------------------------------------------------------------------
 
-_PARTITION = re.compile(r"^telemetry_y(\d{4})m(\d{2})$")
-
 
 def apply_retention(
     engine: Engine, settings: Settings, report: Report, *, now: datetime | None = None
 ) -> None:
-    """Remove archived telemetry older than the retention period (whole partitions on PG)."""
+    """Remove archived telemetry older than the retention period.
+
+    On PostgreSQL whole monthly partitions, and such rows of the DEFAULT partition.
+    """
     if not settings.telemetry_retention_days:
         raise ValueError("retention needs MEDROBOTICS_RETENTION_DAYS")
     before = (now or _utcnow()) - timedelta(days=settings.telemetry_retention_days)
@@ -360,7 +365,9 @@ def apply_retention(
         ).scalar()
     if mark is not None:
         if is_postgres(engine):
-            report.partitions_dropped += _drop_partitions(engine, before=before)
+            retired = partitions.retire(engine, before=before)
+            report.partitions_dropped += len(retired.dropped)
+            report.rows_deleted += retired.rows_deleted
         else:
             with transaction(engine) as conn:
                 report.rows_deleted += conn.execute(
@@ -370,46 +377,6 @@ def apply_retention(
                 ).rowcount
     with transaction(engine) as conn:
         batches_q.prune(conn, before=before)
-
-
-def _drop_partitions(engine: Engine, *, before: datetime) -> int:
-    with reading(engine) as conn:
-        names = conn.execute(
-            text(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'telemetry'::regclass ORDER BY 1"
-            )
-        ).scalars()
-        candidates = [n for n in names if (m := _PARTITION.match(n)) and _upper(m) <= before]
-    dropped = 0
-    for name in candidates:
-        with transaction(engine) as conn:
-            # Short lock wait: ingestion queues behind a pending exclusive lock.
-            conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-            # Locked first so no late sample can slip in between the check and the drop.
-            conn.execute(text(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
-            mark = conn.execute(
-                select(archive_marks.c.mark).where(archive_marks.c.stream == TELEMETRY)
-            ).scalar_one()
-            unarchived = conn.execute(
-                # The partition name comes from pg_inherits, never from input.
-                text(f"SELECT 1 FROM {name} WHERE received_at >= :mark LIMIT 1"),  # noqa: S608  # nosec B608
-                {"mark": mark},
-            ).first()
-            if unarchived is not None:
-                continue
-            conn.execute(text(f"DROP TABLE {name}"))
-            dropped += 1
-            log.info("partition_dropped", partition=name)
-    if dropped:
-        telemetry_q.forget_partitions()
-    return dropped
-
-
-def _upper(match: re.Match[str]) -> datetime:
-    year, month = int(match[1]), int(match[2])
-    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return datetime(year, month, 1, tzinfo=UTC)
 
 
 # Lag ------------------------------------------------------------------------------------------

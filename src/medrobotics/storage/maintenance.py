@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from medrobotics.domain.maintenance import MaintenanceIn
+from medrobotics.domain.units import HOURS, USD, rounded
 from medrobotics.storage.tables import maintenance
 from medrobotics.storage.upsert import upsert
 
@@ -35,8 +36,8 @@ def summary(conn: Connection, *, robot_id: str) -> dict[str, Any]:
     ).first()
     return {
         "visits": int(visits),
-        "total_cost": float(cost),
-        "total_downtime_hours": float(downtime),
+        "total_cost": rounded(float(cost), USD),
+        "total_downtime_hours": rounded(float(downtime), HOURS),
         "last_maintenance_date": last[0] if last else None,
         "last_maintenance_type": last[1] if last else None,
         "next_maintenance_date": last[2] if last else None,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Connection, Engine, Integer, cast, func, select, text
+from sqlalchemy import BigInteger, Connection, Integer, cast, func, select
 from sqlalchemy.dialects import sqlite
 
 from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
+from medrobotics.domain.units import READING, rounded
 from medrobotics.errors import InvalidInput
 from medrobotics.storage.tables import telemetry
 
@@ -41,14 +41,11 @@ _TYPES = ["text", "text", "timestamptz"] + [
     "text" if c == "tool_type" else "float8" for c in COLUMNS[3:]
 ]
 
-_known_months: set[tuple[str, int, int]] = set()
-_months_lock = threading.Lock()
-
 
 def insert_many(conn: Connection, *, rows: Sequence[Row]) -> int:
     """Write samples on the bulk path; duplicates of stored samples are skipped.
 
-    Returns how many were new. Partitions must exist (see `ensure_partitions`).
+    Returns how many were new. A month without a partition lands in the DEFAULT one.
     """
     if not rows:
         return 0
@@ -84,44 +81,6 @@ def _copy(cur: Any, statement: str, rows: Sequence[Row]) -> None:
             copy.write_row(row)
 
 
-def months_of(rows: Iterable[Row]) -> set[tuple[int, int]]:
-    """Return the (year, month) pairs the samples' timestamps fall in."""
-    return {(r[2].year, r[2].month) for r in rows}
-
-
-def ensure_partitions(engine: Engine, *, months: set[tuple[int, int]]) -> None:
-    """Create the monthly telemetry partitions that `months` need (PostgreSQL only).
-
-    Runs in its own short transaction: partition DDL locks the parent table, so it must not
-    be held for the length of a data write.
-    """
-    if engine.dialect.name != "postgresql":
-        return
-    key = str(engine.url)
-    missing = sorted(m for m in months if (key, *m) not in _known_months)
-    if not missing:
-        return
-    with _months_lock, engine.begin() as conn:
-        for year, month in missing:
-            conn.execute(text(_partition_ddl(year, month)))
-            _known_months.add((key, year, month))
-
-
-def forget_partitions() -> None:
-    """Drop the cache of known partitions (after retention removed some)."""
-    with _months_lock:
-        _known_months.clear()
-
-
-def _partition_ddl(year: int, month: int) -> str:
-    nyear, nmonth = (year + 1, 1) if month == 12 else (year, month + 1)
-    return (
-        f"CREATE TABLE IF NOT EXISTS telemetry_y{year:04d}m{month:02d} PARTITION OF telemetry "
-        f"FOR VALUES FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
-        f"TO ('{nyear:04d}-{nmonth:02d}-01 00:00:00+00')"
-    )
-
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -139,7 +98,7 @@ def summarize(row: Mapping[str, Any] | None) -> dict[str, Any]:
         channels[name] = {
             "count": count,
             "min": _num(row.get(f"{name}_min")),
-            "mean": total / count if count and total is not None else None,
+            "mean": rounded(total / count, READING) if count and total is not None else None,
             "max": _num(row.get(f"{name}_max")),
         }
     return {
@@ -216,7 +175,7 @@ def series(
         out["time"].append(EPOCH + int(row[0]) * interval_ms * _MS)
         out["samples"].append(int(row[1]))
         for name, value in zip(channels, row[2:], strict=True):
-            out["values"][name].append(_num(value))
+            out["values"][name].append(rounded(_num(value), READING))
     return out
 
 

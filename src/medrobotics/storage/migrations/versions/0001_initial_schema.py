@@ -5,8 +5,8 @@ partitions, time ranges prune, and each partition's indexes stay small enough to
 memory at hundreds of millions of rows. The primary key (procedure, robot, time) is the
 idempotency key and the per-procedure index; a BRIN index on `timestamp` costs almost
 nothing on an append-only table; `received_at` gets a B-tree because the archiver and the
-stats read its newest and ranged values. Partitions are created by the writer as months
-appear (storage.telemetry.ensure_partitions).
+stats read its newest and ranged values. Partitions were created by the writer as months
+appeared; since 0008 they are made ahead of time (storage.partitions).
 
 Revision ID: 0001
 Revises:
