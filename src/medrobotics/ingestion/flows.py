@@ -13,7 +13,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from medrobotics import logs
 from medrobotics.domain.maintenance import MaintenanceIn
