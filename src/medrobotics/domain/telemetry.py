@@ -9,7 +9,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import BaseModel, Field
 
-from medrobotics.domain.types import ID_PATTERN, INPUT, Finite, Id, Text, UtcDateTime
+from medrobotics.domain.types import (
+    ID_PATTERN,
+    INPUT,
+    EventTime,
+    Id,
+    Text,
+    UtcDateTime,
+    plain,
+    time_window,
+)
 
 READINGS: tuple[str, ...] = (
     "arm_position_x",
@@ -38,6 +47,27 @@ COLUMNS: tuple[str, ...] = (
 )
 """Every stored field of a sample, in table order."""
 
+# Generous physical ranges (docs/data-rules.md): every real reading fits, and a billion samples
+# of the largest still sum to a finite number on both databases. The fast decoder's twins
+# below hold the same bounds (a test compares them).
+Position = Annotated[float, Field(ge=-10_000, le=10_000)]
+"""Millimetres from the robot's origin."""
+Rotation = Annotated[float, Field(ge=-3_600, le=3_600)]
+"""Degrees; multi-turn joints report up to ten turns either way."""
+Grip = Annotated[float, Field(ge=-100, le=1_000)]
+"""Newtons; a sensor's zero offset may read slightly below 0."""
+Percent = Annotated[float, Field(ge=0, le=100)]
+Zoom = Annotated[float, Field(ge=0, le=100)]
+"""Optical magnification factor."""
+CameraAngle = Annotated[float, Field(ge=-360, le=360)]
+"""Degrees."""
+Force = Annotated[float, Field(ge=-1_000, le=1_000)]
+"""Newtons."""
+Temperature = Annotated[float, Field(ge=-50, le=200)]
+"""Degrees Celsius."""
+Power = Annotated[float, Field(ge=0, le=100_000)]
+"""Watts."""
+
 
 class TelemetryIn(BaseModel):
     """One reading streamed by a robot during a procedure; keyed by robot, procedure and time.
@@ -50,21 +80,21 @@ class TelemetryIn(BaseModel):
 
     procedure_id: Id
     robot_id: Id
-    timestamp: UtcDateTime
-    arm_position_x: Finite | None = None
-    arm_position_y: Finite | None = None
-    arm_position_z: Finite | None = None
-    arm_rotation: Finite | None = None
+    timestamp: EventTime
+    arm_position_x: Position | None = None
+    arm_position_y: Position | None = None
+    arm_position_z: Position | None = None
+    arm_rotation: Rotation | None = None
     tool_type: Text | None = None
-    grip_pressure: Finite | None = None
-    tremor_compensation: Finite | None = None
-    camera_zoom: Finite | None = None
-    camera_angle: Finite | None = None
-    force_feedback_x: Finite | None = None
-    force_feedback_y: Finite | None = None
-    force_feedback_z: Finite | None = None
-    system_temperature: Finite | None = None
-    power_consumption: Finite | None = None
+    grip_pressure: Grip | None = None
+    tremor_compensation: Percent | None = None
+    camera_zoom: Zoom | None = None
+    camera_angle: CameraAngle | None = None
+    force_feedback_x: Force | None = None
+    force_feedback_y: Force | None = None
+    force_feedback_z: Force | None = None
+    system_temperature: Temperature | None = None
+    power_consumption: Power | None = None
 
     def row(self) -> tuple[object, ...]:
         """Return the values in table order, for the bulk writer."""
@@ -76,35 +106,45 @@ class TelemetryIn(BaseModel):
 # validation the ceiling of the whole ingest path (see docs/benchmarks.md). msgspec decodes the
 # same schema in C, several times faster. It only ever says "valid, here are the rows" or "not
 # sure": anything it refuses goes through TelemetryIn, which gives the precise, complete error
-# list (and the same acceptance rules: strict types, finite numbers, known fields only).
-_MAX = 1.7976931348623157e308
-_F = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)]  # excludes +-Infinity
+# list (and the same acceptance rules: strict types, ranges, text and time rules, known fields
+# only). It must never accept what TelemetryIn refuses (tests/domain/test_telemetry_fast.py).
+_POSITION = Annotated[float, msgspec.Meta(ge=-10_000, le=10_000)]
+_ROTATION = Annotated[float, msgspec.Meta(ge=-3_600, le=3_600)]
+_GRIP = Annotated[float, msgspec.Meta(ge=-100, le=1_000)]
+_PERCENT = Annotated[float, msgspec.Meta(ge=0, le=100)]
+_ZOOM = Annotated[float, msgspec.Meta(ge=0, le=100)]
+_CAMERA_ANGLE = Annotated[float, msgspec.Meta(ge=-360, le=360)]
+_FORCE = Annotated[float, msgspec.Meta(ge=-1_000, le=1_000)]
+_TEMPERATURE = Annotated[float, msgspec.Meta(ge=-50, le=200)]
+_POWER = Annotated[float, msgspec.Meta(ge=0, le=100_000)]
 # The id pattern is checked once per distinct id after decoding (`_rows`), not per field:
 # a batch repeats a handful of ids, and msgspec's per-field regex was half its decode time.
+# The same for the text rule on `tool_type`.
 _ID = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # A full match: with `search`, `$` also matches before a final newline, which pydantic refuses.
 _ID_FULL = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$")).fullmatch
 _TEXT = Annotated[str, msgspec.Meta(max_length=200)]
+_TOOL = COLUMNS.index("tool_type")
 
 
 class _Sample(msgspec.Struct, forbid_unknown_fields=True):
     procedure_id: _ID
     robot_id: _ID
     timestamp: datetime
-    arm_position_x: _F | None = None
-    arm_position_y: _F | None = None
-    arm_position_z: _F | None = None
-    arm_rotation: _F | None = None
+    arm_position_x: _POSITION | None = None
+    arm_position_y: _POSITION | None = None
+    arm_position_z: _POSITION | None = None
+    arm_rotation: _ROTATION | None = None
     tool_type: _TEXT | None = None
-    grip_pressure: _F | None = None
-    tremor_compensation: _F | None = None
-    camera_zoom: _F | None = None
-    camera_angle: _F | None = None
-    force_feedback_x: _F | None = None
-    force_feedback_y: _F | None = None
-    force_feedback_z: _F | None = None
-    system_temperature: _F | None = None
-    power_consumption: _F | None = None
+    grip_pressure: _GRIP | None = None
+    tremor_compensation: _PERCENT | None = None
+    camera_zoom: _ZOOM | None = None
+    camera_angle: _CAMERA_ANGLE | None = None
+    force_feedback_x: _FORCE | None = None
+    force_feedback_y: _FORCE | None = None
+    force_feedback_z: _FORCE | None = None
+    system_temperature: _TEMPERATURE | None = None
+    power_consumption: _POWER | None = None
 
 
 class _Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +155,8 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
 _ONE_OR_MANY = msgspec.json.Decoder(_Sample | list[_Sample])
 _BATCH = msgspec.json.Decoder(_Batch)
 _ONE = msgspec.json.Decoder(_Sample)
+# What a decoder raises on input it will not take: bad JSON, a failed rule, bytes not UTF-8.
+_REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
@@ -123,11 +165,26 @@ def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
     ids.update(r[1] for r in rows)
     if not all(map(_ID_FULL, ids)):
         return None
+    tools = {r[_TOOL] for r in rows}
+    tools.discard(None)
+    if not all(map(plain, tools)):
+        return None
+    window = time_window()
+    earliest, latest = window.earliest, window.latest()
     for n, r in enumerate(rows):
         ts: datetime = r[2]
         if ts.tzinfo is not UTC:  # msgspec gives `Z` and `+00:00` as UTC already
-            ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            elif earliest <= ts <= latest:  # compared first: converting may overflow
+                ts = ts.astimezone(UTC)
+            else:
+                return None
             rows[n] = (r[0], r[1], ts, *r[3:])
+    if rows:
+        times = [r[2] for r in rows]
+        if min(times) < earliest or max(times) > latest:
+            return None
     return rows
 
 
@@ -135,7 +192,7 @@ def fast_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode one sample or a JSON array of samples into rows; None when not plainly valid."""
     try:
         decoded = _ONE_OR_MANY.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
     return _rows(decoded if isinstance(decoded, list) else [decoded])
 
@@ -144,7 +201,7 @@ def fast_batch_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode a `{"type": "telemetry", "records": [...]}` batch into rows, or None."""
     try:
         return _rows(_BATCH.decode(raw).records)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
 
 
@@ -152,7 +209,7 @@ def fast_lines(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode NDJSON lines (one sample each) into rows, or None if any line is not valid."""
     try:
         return _rows(_ONE.decode_lines(raw))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
 
 
@@ -160,7 +217,7 @@ def fast_row(raw: bytes) -> tuple[Any, ...] | None:
     """Decode one NDJSON line into a row, or None."""
     try:
         rows = _rows([_ONE.decode(raw)])
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
     return None if rows is None else rows[0]
 
