@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from pydantic import BaseModel, Field
@@ -47,26 +47,53 @@ COLUMNS: tuple[str, ...] = (
 )
 """Every stored field of a sample, in table order."""
 
+
+class Range(NamedTuple):
+    """The values a reading may take, inclusive, in its unit."""
+
+    low: float
+    high: float
+    unit: str
+
+
 # Generous physical ranges (docs/data-rules.md): every real reading fits, and a billion samples
-# of the largest still sum to a finite number on both databases. The fast decoder's twins
-# below hold the same bounds (a test compares them).
-Position = Annotated[float, Field(ge=-10_000, le=10_000)]
-"""Millimetres from the robot's origin."""
-Rotation = Annotated[float, Field(ge=-3_600, le=3_600)]
-"""Degrees; multi-turn joints report up to ten turns either way."""
-Grip = Annotated[float, Field(ge=-100, le=1_000)]
-"""Newtons; a sensor's zero offset may read slightly below 0."""
-Percent = Annotated[float, Field(ge=0, le=100)]
-Zoom = Annotated[float, Field(ge=0, le=100)]
-"""Optical magnification factor."""
-CameraAngle = Annotated[float, Field(ge=-360, le=360)]
-"""Degrees."""
-Force = Annotated[float, Field(ge=-1_000, le=1_000)]
-"""Newtons."""
-Temperature = Annotated[float, Field(ge=-50, le=200)]
-"""Degrees Celsius."""
-Power = Annotated[float, Field(ge=0, le=100_000)]
-"""Watts."""
+# of the largest still sum to a finite number on both databases.
+POSITION = Range(-10_000, 10_000, "mm")
+ROTATION = Range(-3_600, 3_600, "degrees")  # multi-turn joints report up to ten turns
+GRIP = Range(-100, 1_000, "N")  # a sensor's zero offset may read slightly below 0
+PERCENT = Range(0, 100, "%")
+ZOOM = Range(0, 100, "x")
+CAMERA_ANGLE = Range(-360, 360, "degrees")
+FORCE = Range(-1_000, 1_000, "N")
+TEMPERATURE = Range(-50, 200, "°C")
+POWER = Range(0, 100_000, "W")
+
+RANGES: dict[str, Range] = {
+    "arm_position_x": POSITION,
+    "arm_position_y": POSITION,
+    "arm_position_z": POSITION,
+    "arm_rotation": ROTATION,
+    "grip_pressure": GRIP,
+    "tremor_compensation": PERCENT,
+    "camera_zoom": ZOOM,
+    "camera_angle": CAMERA_ANGLE,
+    "force_feedback_x": FORCE,
+    "force_feedback_y": FORCE,
+    "force_feedback_z": FORCE,
+    "system_temperature": TEMPERATURE,
+    "power_consumption": POWER,
+}
+"""Each channel's range; the model and the fast decoder below hold the same (a test checks)."""
+
+Position = Annotated[float, Field(ge=POSITION.low, le=POSITION.high)]
+Rotation = Annotated[float, Field(ge=ROTATION.low, le=ROTATION.high)]
+Grip = Annotated[float, Field(ge=GRIP.low, le=GRIP.high)]
+Percent = Annotated[float, Field(ge=PERCENT.low, le=PERCENT.high)]
+Zoom = Annotated[float, Field(ge=ZOOM.low, le=ZOOM.high)]
+CameraAngle = Annotated[float, Field(ge=CAMERA_ANGLE.low, le=CAMERA_ANGLE.high)]
+Force = Annotated[float, Field(ge=FORCE.low, le=FORCE.high)]
+Temperature = Annotated[float, Field(ge=TEMPERATURE.low, le=TEMPERATURE.high)]
+Power = Annotated[float, Field(ge=POWER.low, le=POWER.high)]
 
 
 class TelemetryIn(BaseModel):
@@ -108,15 +135,15 @@ class TelemetryIn(BaseModel):
 # sure": anything it refuses goes through TelemetryIn, which gives the precise, complete error
 # list (and the same acceptance rules: strict types, ranges, text and time rules, known fields
 # only). It must never accept what TelemetryIn refuses (tests/domain/test_telemetry_fast.py).
-_POSITION = Annotated[float, msgspec.Meta(ge=-10_000, le=10_000)]
-_ROTATION = Annotated[float, msgspec.Meta(ge=-3_600, le=3_600)]
-_GRIP = Annotated[float, msgspec.Meta(ge=-100, le=1_000)]
-_PERCENT = Annotated[float, msgspec.Meta(ge=0, le=100)]
-_ZOOM = Annotated[float, msgspec.Meta(ge=0, le=100)]
-_CAMERA_ANGLE = Annotated[float, msgspec.Meta(ge=-360, le=360)]
-_FORCE = Annotated[float, msgspec.Meta(ge=-1_000, le=1_000)]
-_TEMPERATURE = Annotated[float, msgspec.Meta(ge=-50, le=200)]
-_POWER = Annotated[float, msgspec.Meta(ge=0, le=100_000)]
+_POSITION = Annotated[float, msgspec.Meta(ge=POSITION.low, le=POSITION.high)]
+_ROTATION = Annotated[float, msgspec.Meta(ge=ROTATION.low, le=ROTATION.high)]
+_GRIP = Annotated[float, msgspec.Meta(ge=GRIP.low, le=GRIP.high)]
+_PERCENT = Annotated[float, msgspec.Meta(ge=PERCENT.low, le=PERCENT.high)]
+_ZOOM = Annotated[float, msgspec.Meta(ge=ZOOM.low, le=ZOOM.high)]
+_CAMERA_ANGLE = Annotated[float, msgspec.Meta(ge=CAMERA_ANGLE.low, le=CAMERA_ANGLE.high)]
+_FORCE = Annotated[float, msgspec.Meta(ge=FORCE.low, le=FORCE.high)]
+_TEMPERATURE = Annotated[float, msgspec.Meta(ge=TEMPERATURE.low, le=TEMPERATURE.high)]
+_POWER = Annotated[float, msgspec.Meta(ge=POWER.low, le=POWER.high)]
 # The id pattern is checked once per distinct id after decoding (`_rows`), not per field:
 # a batch repeats a handful of ids, and msgspec's per-field regex was half its decode time.
 # The same for the text rule on `tool_type`.
@@ -125,12 +152,15 @@ _ID = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _ID_FULL = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$")).fullmatch
 _TEXT = Annotated[str, msgspec.Meta(max_length=200)]
 _TOOL = COLUMNS.index("tool_type")
+# Times are decoded as text first: msgspec rounds a fraction finer than the microsecond where
+# pydantic truncates it, so such a time is left to the model (one sample, one stored time).
+_FINER_THAN_MICROSECONDS = re.compile(r"\.\d{7}").search
 
 
 class _Sample(msgspec.Struct, forbid_unknown_fields=True):
     procedure_id: _ID
     robot_id: _ID
-    timestamp: datetime
+    timestamp: str  # read as a time in `_rows`
     arm_position_x: _POSITION | None = None
     arm_position_y: _POSITION | None = None
     arm_position_z: _POSITION | None = None
@@ -169,10 +199,16 @@ def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
     tools.discard(None)
     if not all(map(plain, tools)):
         return None
+    texts = [r[2] for r in rows]
+    if _FINER_THAN_MICROSECONDS(" ".join(texts)):
+        return None
+    try:
+        times = msgspec.convert(texts, list[datetime])
+    except (msgspec.ValidationError, ValueError):
+        return None
     window = time_window()
     earliest, latest = window.earliest, window.latest()
-    for n, r in enumerate(rows):
-        ts: datetime = r[2]
+    for n, ts in enumerate(times):
         if ts.tzinfo is not UTC:  # msgspec gives `Z` and `+00:00` as UTC already
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
@@ -180,12 +216,10 @@ def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
                 ts = ts.astimezone(UTC)
             else:
                 return None
-            rows[n] = (r[0], r[1], ts, *r[3:])
-    if rows:
-        times = [r[2] for r in rows]
-        if min(times) < earliest or max(times) > latest:
-            return None
-    return rows
+            times[n] = ts
+    if times and (min(times) < earliest or max(times) > latest):
+        return None
+    return [(r[0], r[1], ts, *r[3:]) for r, ts in zip(rows, times, strict=True)]
 
 
 def fast_rows(raw: bytes) -> list[tuple[Any, ...]] | None:

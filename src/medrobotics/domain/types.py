@@ -162,20 +162,21 @@ EventDay = Annotated[date, AfterValidator(_event_day)]
 PlanDay = Annotated[date, AfterValidator(_plan_day)]
 """A planned day: from the window's start to ten years ahead."""
 
-QUERY_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-QUERY_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
-"""Query bounds keep a day from the calendar's edges, so day arithmetic on them cannot overflow."""
+QUERY_EARLIEST = datetime(1, 2, 1, tzinfo=UTC)
+QUERY_LATEST = datetime(9999, 12, 1, tzinfo=UTC)
+"""Query bounds keep a month from the calendar's edges: date arithmetic on them (whole days,
+weeks and months of the analytics) cannot overflow."""
 
 
 def _query_time(value: datetime) -> datetime:
     value = _to_utc(value)
     if not QUERY_EARLIEST <= value <= QUERY_LATEST:
-        raise ValueError("out of range (0001-01-02 to 9999-12-30 UTC)")
+        raise ValueError("out of range (0001-02-01 to 9999-12-01 UTC)")
     return value
 
 
 QueryTime = Annotated[datetime, AfterValidator(_query_time)]
-"""A time bound of a query: any ISO 8601 time a day or more inside the calendar's edges."""
+"""A time bound of a query: any ISO 8601 time a month or more inside the calendar's edges."""
 
 # --- Numbers ------------------------------------------------------------------------------------
 
