@@ -18,6 +18,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
+# HYPOTHESIS_PROFILE=deep: a long search, after changing a rule or the fast decoder.
+settings.register_profile("deep", max_examples=3000, deadline=None)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )

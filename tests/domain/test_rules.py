@@ -247,7 +247,7 @@ EVERY_TIME = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 
 
 def text_of(local: datetime, offset: int | None) -> str:
     """Write a local time and its offset (minutes; None: no zone) as ISO 8601."""
-    text = f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local:%H:%M:%S}"
+    text = f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local:%H:%M:%S.%f}"
     if offset is None:
         return text
     sign = "-" if offset < 0 else "+"
