@@ -25,7 +25,7 @@ def sample(rng: random.Random, procedure_id: str, ts: datetime) -> dict[str, Any
         "timestamp": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     for name in READINGS:
-        out[name] = round(rng.uniform(-100.0, 100.0), 4)
+        out[name] = round(rng.uniform(0.0, 100.0), 4)  # inside every channel's range
     out["tool_type"] = rng.choice(["scalpel", "grasper", "needle_driver", "cautery"])
     return {c: out[c] for c in COLUMNS}
 

@@ -91,8 +91,8 @@ def samples(
                 "procedure_id": f"proc-{procedure_n}",
                 "robot_id": f"robot-{robot_n}",
                 "timestamp": ts.isoformat(),
-                "arm_position_x": 100.0 + i,
-                "arm_position_y": 200.0 - i,
+                "arm_position_x": 100.0 + i % 1000,  # inside the channel's range
+                "arm_position_y": 200.0 - i % 1000,
                 "arm_position_z": 150.0,
                 "arm_rotation": 12.5,
                 "tool_type": "Grasper",

@@ -131,7 +131,7 @@ def make_samples(
     t0 = procedure.start_time.replace(microsecond=0) + timedelta(seconds=1)
     out = []
     for i in range(count):
-        values = {name: round(rng.uniform(-100, 100), 3) for name in READINGS}
+        values = {name: round(rng.uniform(0, 100), 3) for name in READINGS}  # in every range
         if i % 3 == 0:
             values["grip_pressure"] = None  # type: ignore[assignment]
         values["camera_zoom"] = None  # type: ignore[assignment]

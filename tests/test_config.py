@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from medrobotics import config
 from medrobotics.cli import app as cli
+from medrobotics.domain.types import time_window, use_time_window
+from medrobotics.ingestion.app import create_app
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +97,44 @@ def test_db_upgrade_says_when_nothing_to_do(tmp_path) -> None:  # type: ignore[n
     assert first.exit_code == 0 and "migrated from empty" in first.output
     again = runner.invoke(cli, ["db", "upgrade", "--data-dir", str(tmp_path)])
     assert again.exit_code == 0 and "already up to date" in again.output
+
+
+def test_the_plausible_time_window_is_set_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = config.load().time_window
+    assert default.earliest == datetime(2000, 1, 1, tzinfo=UTC)
+    assert default.ahead == timedelta(days=1)
+    monkeypatch.setenv("MEDROBOTICS_EARLIEST_TIME", "2015-06-01T00:00:00+02:00")
+    monkeypatch.setenv("MEDROBOTICS_FUTURE_HOURS", "1.5")
+    window = config.load().time_window
+    assert window.earliest == datetime(2015, 5, 31, 22, tzinfo=UTC)
+    assert window.ahead == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MEDROBOTICS_EARLIEST_TIME", "yesterday"),
+        ("MEDROBOTICS_EARLIEST_TIME", "1850-01-01T00:00:00Z"),
+        ("MEDROBOTICS_EARLIEST_TIME", "2999-01-01T00:00:00Z"),
+        ("MEDROBOTICS_FUTURE_HOURS", "-1"),
+        ("MEDROBOTICS_FUTURE_HOURS", "100000"),
+    ],
+)
+def test_a_bad_time_window_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(config.ConfigError, match=name):
+        config.load()
+
+
+def test_the_ingestion_service_applies_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = time_window()
+    try:
+        s = config.load(MEDROBOTICS_EARLIEST_TIME="2010-01-01T00:00:00Z")
+        create_app(s, engine=create_engine("sqlite://"))
+        assert time_window().earliest == datetime(2010, 1, 1, tzinfo=UTC)
+    finally:
+        use_time_window(before)

@@ -27,7 +27,7 @@ from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
-from medrobotics.domain.telemetry import TelemetryIn
+from medrobotics.domain.telemetry import RANGES, TelemetryIn
 from medrobotics.ingestion.app import create_app
 from medrobotics.storage import tables
 
@@ -113,6 +113,22 @@ def test_every_record_validates_against_its_wire_schema(full: seed.Dataset) -> N
         assert records, entity
         for record in records:
             adapter.validate_json(orjson.dumps(record))
+
+
+def test_a_fleet_ending_today_keeps_every_rule() -> None:
+    # The CLI's default end is today: every time must lie in the plausible window, every
+    # reading, cost and duration in its range (docs/data-rules.md).
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    dataset = seed.generate(seed=11, end=today, **SMALL)
+    for entity, model in SCHEMAS.items():
+        adapter = TypeAdapter(model)
+        records = list(dataset.records(entity))
+        assert records, entity
+        for record in records:
+            adapter.validate_json(orjson.dumps(record))
+    for sample in dataset.records("telemetry"):
+        for name, (low, high, _) in RANGES.items():
+            assert sample[name] is None or low <= sample[name] <= high, name
 
 
 def test_counts_match_the_records(full: seed.Dataset) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from medrobotics.domain.types import EARLIEST, TimeWindow
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -64,6 +67,11 @@ class Settings(BaseSettings):
     metrics: Literal["prometheus", "emf"] = Field("prometheus", alias="MEDROBOTICS_METRICS")
     emf_interval_s: float = Field(60.0, gt=0, alias="MEDROBOTICS_EMF_INTERVAL")
 
+    # Plausible time: sample and event times before the earliest, or more than the hours given
+    # past the server's clock, are refused (docs/data-rules.md).
+    earliest_time: datetime = Field(EARLIEST, alias="MEDROBOTICS_EARLIEST_TIME")
+    future_hours: float = Field(24.0, ge=0, le=24 * 366, alias="MEDROBOTICS_FUTURE_HOURS")
+
     # Serving.
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)
@@ -89,6 +97,14 @@ class Settings(BaseSettings):
     def _prefix_slash(cls, value: str) -> str:
         value = value.strip("/")
         return f"{value}/" if value else ""
+
+    @field_validator("earliest_time")
+    @classmethod
+    def _earliest_in_the_past(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        if not datetime(1900, 1, 1, tzinfo=UTC) <= value <= datetime.now(UTC):
+            raise ValueError("must lie between 1900-01-01 and now")
+        return value.astimezone(UTC)
 
     @field_validator("database_url")
     @classmethod
@@ -160,6 +176,11 @@ class Settings(BaseSettings):
             dbname = quote(self.rds_dbname, safe="")
             return f"postgresql+psycopg://{auth}@{host}:{self.rds_port}/{dbname}"
         return f"sqlite:///{(self.data_dir / 'medrobotics.db').resolve()}"
+
+    @property
+    def time_window(self) -> TimeWindow:
+        """Return the window sample and event times must lie in."""
+        return TimeWindow(self.earliest_time, timedelta(hours=self.future_hours))
 
     @property
     def lake_dir(self) -> Path:

@@ -307,7 +307,7 @@ BAD_BODIES = [
         json.dumps(f.procedure(1, end_time="2025-01-01T00:00:00Z")).encode(),
         JSON,
         422,
-        "body",
+        "end_time",
     ),
     (
         "age over 120",

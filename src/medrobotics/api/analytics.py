@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from medrobotics.api.deps import EngineDep
-from medrobotics.api.params import End, Start, window
+from medrobotics.api.params import End, FilterId, Start, window
 from medrobotics.domain.analytics import (
     Interval,
     MaintenanceCosts,
@@ -48,7 +48,7 @@ def robot_utilization(
     days: Annotated[int, _days(365)] = 365,
     start: Start = None,
     end: End = None,
-    facility_id: Annotated[str | None, Query(max_length=128)] = None,
+    facility_id: Annotated[FilterId | None, Query()] = None,
 ) -> Any:
     """Report procedures, hours in use, share of time and last use per robot and facility."""
     lo, hi = window(days, start, end)
@@ -93,7 +93,7 @@ def procedure_volume(
     start: Start = None,
     end: End = None,
     category: Annotated[Category | None, Query()] = None,
-    robot_id: Annotated[str | None, Query(max_length=128)] = None,
+    robot_id: Annotated[FilterId | None, Query()] = None,
 ) -> Any:
     """Report procedure count and duration per day, week or month."""
     lo, hi = window(days, start, end)
@@ -110,7 +110,7 @@ def maintenance_costs(
     days: Annotated[int, _days(365)] = 365,
     start: Start = None,
     end: End = None,
-    facility_id: Annotated[str | None, Query(max_length=128)] = None,
+    facility_id: Annotated[FilterId | None, Query()] = None,
 ) -> Any:
     """Report maintenance visits, cost and downtime per robot.
 

@@ -26,6 +26,7 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import SuccessStatus
 from medrobotics.domain.procedures import Category, ProcedureStatus
 from medrobotics.domain.robots import RobotStatus
+from medrobotics.domain.types import plain
 from medrobotics.errors import InvalidInput, RateLimited
 from medrobotics.fastpath import Answer, App, FastPath, headers_of, known_caller
 from medrobotics.storage import outcomes, procedures, robots
@@ -65,7 +66,7 @@ def _one_of(allowed: Any) -> Parse:
 
 def _ident(longest: int) -> Parse:
     def parse(value: str) -> str:
-        if not 0 < len(value) <= longest:
+        if not 0 < len(value) <= longest or not plain(value):
             raise Decline
         return value
 
@@ -160,7 +161,7 @@ class FastReads(FastPath):
         raw: bytes = scope["query_string"]
         if path.startswith(DETAIL):
             ident = path[len(DETAIL) :]
-            if raw or not 0 < len(ident) <= 128 or "/" in ident:
+            if raw or not 0 < len(ident) <= 128 or "/" in ident or not plain(ident):
                 raise Decline
             self._throttle(who)
             return self.detail, dumps(strip_phi(await self._detail(ident)))

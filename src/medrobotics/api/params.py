@@ -12,21 +12,36 @@ from urllib.parse import urlencode
 import anyio.to_thread
 import orjson
 from fastapi import Path, Query, Request
+from pydantic import AfterValidator, StringConstraints
 
 from medrobotics.api.deps import Caller, invalid
 from medrobotics.auth import audit_phi
-from medrobotics.domain.types import UtcDateTime
+from medrobotics.domain.types import (
+    QUERY_EARLIEST,
+    QUERY_LATEST,
+    QueryTime,
+    plain,
+    refuse_controls,
+)
 from medrobotics.storage.keyset import Key, next_key
 from medrobotics.storage.pages import Rows
 from medrobotics.web import ORJSONResponse
 
-PathId = Annotated[str, Path(min_length=1, max_length=128, description="The identifier.")]
+PathId = Annotated[
+    str,
+    Path(min_length=1, max_length=128, description="The identifier."),
+    AfterValidator(refuse_controls),
+]
+FilterId = Annotated[str, StringConstraints(max_length=128), AfterValidator(refuse_controls)]
+"""An identifier to filter by: no control characters (no stored id holds one)."""
+FilterText = Annotated[str, StringConstraints(max_length=200), AfterValidator(refuse_controls)]
+"""A name to filter by, such as a robot model."""
 Start = Annotated[
-    UtcDateTime | None,
+    QueryTime | None,
     Query(description="ISO 8601, inclusive; without a zone it is UTC."),
 ]
 End = Annotated[
-    UtcDateTime | None,
+    QueryTime | None,
     Query(description="ISO 8601, exclusive; without a zone it is UTC. Must be after `start`."),
 ]
 Cursor = Annotated[
@@ -48,6 +63,8 @@ def window(
     if end is None:
         end = now or datetime.now(UTC)
     if start is None:
+        if end - QUERY_EARLIEST < timedelta(days=days):
+            raise invalid("end", f"too early for a window of {days} days")
         start = end - timedelta(days=days)
     check_range(start, end)
     return start, end
@@ -69,9 +86,15 @@ def decode_cursor(cursor: str | None) -> Key | None:
         when = datetime.fromisoformat(time)
         if when.tzinfo is None or not isinstance(ident, str):
             raise ValueError("incomplete cursor")
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        when = when.astimezone(UTC)
+        # Never issued (every key is a stored start time and id), and unsafe to query with.
+        if not QUERY_EARLIEST <= when <= QUERY_LATEST or not 0 < len(ident) <= 128:
+            raise ValueError("out of range")
+        if not plain(ident):
+            raise ValueError("control characters")
+    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise invalid("cursor", "not a cursor this service issued") from None
-    return when.astimezone(UTC), ident
+    return when, ident
 
 
 def next_link(path: str, query: Sequence[tuple[str, str]], **params: str | int) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from medrobotics.api.deps import EngineDep, LimitDep, ReaderDep
-from medrobotics.api.params import PathId, offset_page, query_of
+from medrobotics.api.params import FilterId, FilterText, PathId, offset_page, query_of
 from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
 from medrobotics.storage import robots
@@ -22,9 +22,9 @@ async def list_robots(
     request: Request,
     reader: ReaderDep,
     limit: LimitDep,
-    facility_id: Annotated[str | None, Query(max_length=128)] = None,
+    facility_id: Annotated[FilterId | None, Query()] = None,
     status: Annotated[RobotStatus | None, Query()] = None,
-    model: Annotated[str | None, Query(max_length=200, description="Exact robot_model.")] = None,
+    model: Annotated[FilterText | None, Query(description="Exact robot_model.")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
     """List robots by id, filtered by facility, status and model."""

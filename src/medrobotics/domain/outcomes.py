@@ -19,7 +19,7 @@ class OutcomeIn(BaseModel):
 
     procedure_id: Id
     success_status: SuccessStatus
-    blood_loss_ml: float | None = Field(None, ge=0, allow_inf_nan=False)
+    blood_loss_ml: float | None = Field(None, ge=0, le=100_000, allow_inf_nan=False)
     complications: Annotated[list[Text], Field(max_length=50)] = Field(default_factory=list)
     hospital_stay_days: float | None = Field(None, ge=0, le=3650, allow_inf_nan=False)
     readmission_30day: bool = False

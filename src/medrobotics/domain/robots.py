@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from medrobotics.domain.types import INPUT, Day, Id, Text, UtcDateTime
+from medrobotics.domain.types import INPUT, Day, EventDay, Id, Text, UtcDateTime
 
 RobotStatus = Literal["operational", "maintenance", "retired"]
 ROBOT_STATUSES: tuple[str, ...] = ("operational", "maintenance", "retired")
@@ -21,11 +21,11 @@ class RobotIn(BaseModel):
     robot_serial_number: Text | None = None
     robot_model: Text
     manufacturer: Text | None = None
-    installation_date: Day | None = None
+    installation_date: EventDay | None = None
     facility_id: Id
     facility_name: Text | None = None
     status: RobotStatus = "operational"
-    last_maintenance_date: Day | None = None
+    last_maintenance_date: EventDay | None = None
     firmware_version: Text | None = None
 
 

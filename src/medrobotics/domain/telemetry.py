@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from pydantic import BaseModel, Field
 
-from medrobotics.domain.types import ID_PATTERN, INPUT, Finite, Id, Text, UtcDateTime
+from medrobotics.domain.types import (
+    ID_PATTERN,
+    INPUT,
+    EventTime,
+    Id,
+    Text,
+    UtcDateTime,
+    plain,
+    time_window,
+)
 
 READINGS: tuple[str, ...] = (
     "arm_position_x",
@@ -39,6 +48,54 @@ COLUMNS: tuple[str, ...] = (
 """Every stored field of a sample, in table order."""
 
 
+class Range(NamedTuple):
+    """The values a reading may take, inclusive, in its unit."""
+
+    low: float
+    high: float
+    unit: str
+
+
+# Generous physical ranges (docs/data-rules.md): every real reading fits, and a billion samples
+# of the largest still sum to a finite number on both databases.
+POSITION = Range(-10_000, 10_000, "mm")
+ROTATION = Range(-3_600, 3_600, "degrees")  # multi-turn joints report up to ten turns
+GRIP = Range(-100, 1_000, "N")  # a sensor's zero offset may read slightly below 0
+PERCENT = Range(0, 100, "%")
+ZOOM = Range(0, 100, "x")
+CAMERA_ANGLE = Range(-360, 360, "degrees")
+FORCE = Range(-1_000, 1_000, "N")
+TEMPERATURE = Range(-50, 200, "°C")
+POWER = Range(0, 100_000, "W")
+
+RANGES: dict[str, Range] = {
+    "arm_position_x": POSITION,
+    "arm_position_y": POSITION,
+    "arm_position_z": POSITION,
+    "arm_rotation": ROTATION,
+    "grip_pressure": GRIP,
+    "tremor_compensation": PERCENT,
+    "camera_zoom": ZOOM,
+    "camera_angle": CAMERA_ANGLE,
+    "force_feedback_x": FORCE,
+    "force_feedback_y": FORCE,
+    "force_feedback_z": FORCE,
+    "system_temperature": TEMPERATURE,
+    "power_consumption": POWER,
+}
+"""Each channel's range; the model and the fast decoder below hold the same (a test checks)."""
+
+Position = Annotated[float, Field(ge=POSITION.low, le=POSITION.high)]
+Rotation = Annotated[float, Field(ge=ROTATION.low, le=ROTATION.high)]
+Grip = Annotated[float, Field(ge=GRIP.low, le=GRIP.high)]
+Percent = Annotated[float, Field(ge=PERCENT.low, le=PERCENT.high)]
+Zoom = Annotated[float, Field(ge=ZOOM.low, le=ZOOM.high)]
+CameraAngle = Annotated[float, Field(ge=CAMERA_ANGLE.low, le=CAMERA_ANGLE.high)]
+Force = Annotated[float, Field(ge=FORCE.low, le=FORCE.high)]
+Temperature = Annotated[float, Field(ge=TEMPERATURE.low, le=TEMPERATURE.high)]
+Power = Annotated[float, Field(ge=POWER.low, le=POWER.high)]
+
+
 class TelemetryIn(BaseModel):
     """One reading streamed by a robot during a procedure; keyed by robot, procedure and time.
 
@@ -50,21 +107,21 @@ class TelemetryIn(BaseModel):
 
     procedure_id: Id
     robot_id: Id
-    timestamp: UtcDateTime
-    arm_position_x: Finite | None = None
-    arm_position_y: Finite | None = None
-    arm_position_z: Finite | None = None
-    arm_rotation: Finite | None = None
+    timestamp: EventTime
+    arm_position_x: Position | None = None
+    arm_position_y: Position | None = None
+    arm_position_z: Position | None = None
+    arm_rotation: Rotation | None = None
     tool_type: Text | None = None
-    grip_pressure: Finite | None = None
-    tremor_compensation: Finite | None = None
-    camera_zoom: Finite | None = None
-    camera_angle: Finite | None = None
-    force_feedback_x: Finite | None = None
-    force_feedback_y: Finite | None = None
-    force_feedback_z: Finite | None = None
-    system_temperature: Finite | None = None
-    power_consumption: Finite | None = None
+    grip_pressure: Grip | None = None
+    tremor_compensation: Percent | None = None
+    camera_zoom: Zoom | None = None
+    camera_angle: CameraAngle | None = None
+    force_feedback_x: Force | None = None
+    force_feedback_y: Force | None = None
+    force_feedback_z: Force | None = None
+    system_temperature: Temperature | None = None
+    power_consumption: Power | None = None
 
     def row(self) -> tuple[object, ...]:
         """Return the values in table order, for the bulk writer."""
@@ -76,35 +133,48 @@ class TelemetryIn(BaseModel):
 # validation the ceiling of the whole ingest path (see docs/benchmarks.md). msgspec decodes the
 # same schema in C, several times faster. It only ever says "valid, here are the rows" or "not
 # sure": anything it refuses goes through TelemetryIn, which gives the precise, complete error
-# list (and the same acceptance rules: strict types, finite numbers, known fields only).
-_MAX = 1.7976931348623157e308
-_F = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)]  # excludes +-Infinity
+# list (and the same acceptance rules: strict types, ranges, text and time rules, known fields
+# only). It must never accept what TelemetryIn refuses (tests/domain/test_telemetry_fast.py).
+_POSITION = Annotated[float, msgspec.Meta(ge=POSITION.low, le=POSITION.high)]
+_ROTATION = Annotated[float, msgspec.Meta(ge=ROTATION.low, le=ROTATION.high)]
+_GRIP = Annotated[float, msgspec.Meta(ge=GRIP.low, le=GRIP.high)]
+_PERCENT = Annotated[float, msgspec.Meta(ge=PERCENT.low, le=PERCENT.high)]
+_ZOOM = Annotated[float, msgspec.Meta(ge=ZOOM.low, le=ZOOM.high)]
+_CAMERA_ANGLE = Annotated[float, msgspec.Meta(ge=CAMERA_ANGLE.low, le=CAMERA_ANGLE.high)]
+_FORCE = Annotated[float, msgspec.Meta(ge=FORCE.low, le=FORCE.high)]
+_TEMPERATURE = Annotated[float, msgspec.Meta(ge=TEMPERATURE.low, le=TEMPERATURE.high)]
+_POWER = Annotated[float, msgspec.Meta(ge=POWER.low, le=POWER.high)]
 # The id pattern is checked once per distinct id after decoding (`_rows`), not per field:
 # a batch repeats a handful of ids, and msgspec's per-field regex was half its decode time.
+# The same for the text rule on `tool_type`.
 _ID = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # A full match: with `search`, `$` also matches before a final newline, which pydantic refuses.
 _ID_FULL = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$")).fullmatch
 _TEXT = Annotated[str, msgspec.Meta(max_length=200)]
+_TOOL = COLUMNS.index("tool_type")
+# Times are decoded as text first: msgspec rounds a fraction finer than the microsecond where
+# pydantic truncates it, so such a time is left to the model (one sample, one stored time).
+_FINER_THAN_MICROSECONDS = re.compile(r"\.\d{7}").search
 
 
 class _Sample(msgspec.Struct, forbid_unknown_fields=True):
     procedure_id: _ID
     robot_id: _ID
-    timestamp: datetime
-    arm_position_x: _F | None = None
-    arm_position_y: _F | None = None
-    arm_position_z: _F | None = None
-    arm_rotation: _F | None = None
+    timestamp: str  # read as a time in `_rows`
+    arm_position_x: _POSITION | None = None
+    arm_position_y: _POSITION | None = None
+    arm_position_z: _POSITION | None = None
+    arm_rotation: _ROTATION | None = None
     tool_type: _TEXT | None = None
-    grip_pressure: _F | None = None
-    tremor_compensation: _F | None = None
-    camera_zoom: _F | None = None
-    camera_angle: _F | None = None
-    force_feedback_x: _F | None = None
-    force_feedback_y: _F | None = None
-    force_feedback_z: _F | None = None
-    system_temperature: _F | None = None
-    power_consumption: _F | None = None
+    grip_pressure: _GRIP | None = None
+    tremor_compensation: _PERCENT | None = None
+    camera_zoom: _ZOOM | None = None
+    camera_angle: _CAMERA_ANGLE | None = None
+    force_feedback_x: _FORCE | None = None
+    force_feedback_y: _FORCE | None = None
+    force_feedback_z: _FORCE | None = None
+    system_temperature: _TEMPERATURE | None = None
+    power_consumption: _POWER | None = None
 
 
 class _Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +185,8 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
 _ONE_OR_MANY = msgspec.json.Decoder(_Sample | list[_Sample])
 _BATCH = msgspec.json.Decoder(_Batch)
 _ONE = msgspec.json.Decoder(_Sample)
+# What a decoder raises on input it will not take: bad JSON, a failed rule, bytes not UTF-8.
+_REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
@@ -123,19 +195,38 @@ def _rows(samples: list[_Sample]) -> list[tuple[Any, ...]] | None:
     ids.update(r[1] for r in rows)
     if not all(map(_ID_FULL, ids)):
         return None
-    for n, r in enumerate(rows):
-        ts: datetime = r[2]
+    tools = {r[_TOOL] for r in rows}
+    tools.discard(None)
+    if not all(map(plain, tools)):
+        return None
+    texts = [r[2] for r in rows]
+    if _FINER_THAN_MICROSECONDS(" ".join(texts)):
+        return None
+    try:
+        times = msgspec.convert(texts, list[datetime])
+    except (msgspec.ValidationError, ValueError):
+        return None
+    window = time_window()
+    earliest, latest = window.earliest, window.latest()
+    for n, ts in enumerate(times):
         if ts.tzinfo is not UTC:  # msgspec gives `Z` and `+00:00` as UTC already
-            ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-            rows[n] = (r[0], r[1], ts, *r[3:])
-    return rows
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            elif earliest <= ts <= latest:  # compared first: converting may overflow
+                ts = ts.astimezone(UTC)
+            else:
+                return None
+            times[n] = ts
+    if times and (min(times) < earliest or max(times) > latest):
+        return None
+    return [(r[0], r[1], ts, *r[3:]) for r, ts in zip(rows, times, strict=True)]
 
 
 def fast_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode one sample or a JSON array of samples into rows; None when not plainly valid."""
     try:
         decoded = _ONE_OR_MANY.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
     return _rows(decoded if isinstance(decoded, list) else [decoded])
 
@@ -144,7 +235,7 @@ def fast_batch_rows(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode a `{"type": "telemetry", "records": [...]}` batch into rows, or None."""
     try:
         return _rows(_BATCH.decode(raw).records)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
 
 
@@ -152,7 +243,7 @@ def fast_lines(raw: bytes) -> list[tuple[Any, ...]] | None:
     """Decode NDJSON lines (one sample each) into rows, or None if any line is not valid."""
     try:
         return _rows(_ONE.decode_lines(raw))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
 
 
@@ -160,7 +251,7 @@ def fast_row(raw: bytes) -> tuple[Any, ...] | None:
     """Decode one NDJSON line into a row, or None."""
     try:
         rows = _rows([_ONE.decode(raw)])
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _REFUSED:
         return None
     return None if rows is None else rows[0]
 

@@ -31,7 +31,7 @@ from medrobotics.domain.telemetry import (
     fast_row,
     fast_rows,
 )
-from medrobotics.domain.types import UtcDateTime
+from medrobotics.domain.types import UtcDateTime, use_time_window
 from medrobotics.errors import BadRequest, InvalidInput, TooLarge
 from medrobotics.ingestion import body, flows
 from medrobotics.ingestion.fast import FastTelemetry
@@ -131,6 +131,7 @@ class IngestionApp(FastAPI):
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the ingestion service for `settings`."""
+    use_time_window(settings.time_window)  # what every sample and event time is checked against
     engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
     writer = GroupWriter(engine)
 
