@@ -24,6 +24,7 @@ from medrobotics.api.app import create_app
 from medrobotics.config import Settings
 from medrobotics.domain.maintenance import MAX_COST
 from medrobotics.domain.telemetry import RANGES, READINGS
+from medrobotics.domain.units import READING, rounded
 from medrobotics.ingestion.app import create_app as ingestion_app
 from tests import factories as f
 from tests.api.helpers import assert_error
@@ -225,9 +226,9 @@ def test_largest_readings_keep_the_summary_finite(
         assert stats["count"] == 3
         assert stats["min"] == low and stats["max"] == high
         assert math.isfinite(stats["mean"])
-        assert stats["mean"] == pytest.approx((2 * high + low) / 3)
+        assert stats["mean"] == rounded((2 * high + low) / 3, READING)
     series = client.get("/api/procedures/proc-1/telemetry?interval_ms=60000").json()
-    assert series["values"]["arm_position_x"] == [pytest.approx((2 * 10_000 - 10_000) / 3)]
+    assert series["values"]["arm_position_x"] == [rounded((2 * 10_000 - 10_000) / 3, READING)]
 
 
 def test_largest_costs_keep_robot_and_fleet_sums_finite(
