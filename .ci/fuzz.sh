@@ -21,6 +21,8 @@ PG_URL="${FUZZ_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432}"
 OUT="${PWD}/.work/fuzz"
 CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
+[[ -x "${BIN}/schemathesis" ]] || { echo "missing ${BIN}/schemathesis: run make venv" >&2; exit 1; }
+
 backends=("$@")
 ((${#backends[@]})) || backends=(sqlite postgresql)
 
@@ -35,6 +37,12 @@ cleanup() {
     kill "${pid}" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do
+    # A graceful stop takes a moment; one that hangs is not waited for past 30 s.
+    for _ in $(seq 1 60); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -9 "${pid}" 2>/dev/null || true
     wait "${pid}" 2>/dev/null || true
   done
   pids=()
@@ -64,6 +72,26 @@ serve() {
   echo "${service} did not answer /health on port ${port}; its log:" >&2
   tail -n 50 "${log}" >&2
   return 1
+}
+
+# crashes LOG...: name the exception behind each 500 the services logged (CI keeps no files).
+crashes() {
+  "${BIN}/python" - "$@" <<'PY'
+import collections, json, sys
+
+seen = collections.Counter()
+for path in sys.argv[1:]:
+    for line in open(path, encoding="utf-8", errors="replace"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "unhandled_error":
+            last = (entry.get("exception") or "").strip().splitlines()[-1:] or ["?"]
+            seen[(entry.get("route"), entry.get("error_type"), last[0][:200])] += 1
+for (route, kind, last), count in sorted(seen.items(), key=str):
+    print(f"  {count} x {route}: {kind}: {last}")
+PY
 }
 
 # fuzz NAME URL: run Schemathesis against one OpenAPI document.
@@ -108,9 +136,15 @@ for backend in "${backends[@]}"; do
   "${BIN}/medrobotics" seed --url "http://127.0.0.1:${ingest_port}" --robots 6 --facilities 2 \
     --procedures 60 --telemetry-per-procedure 5 --random-seed 7 --end 2026-01-01 >/dev/null
 
-  fuzz "ingestion-${backend}" "http://127.0.0.1:${ingest_port}/ingest/openapi.json" || status=1
-  fuzz "api-${backend}" "http://127.0.0.1:${api_port}/api/openapi.json" || status=1
+  failed=0
+  fuzz "ingestion-${backend}" "http://127.0.0.1:${ingest_port}/ingest/openapi.json" || failed=1
+  fuzz "api-${backend}" "http://127.0.0.1:${api_port}/api/openapi.json" || failed=1
   cleanup
+  if ((failed)); then
+    status=1
+    echo "--- unhandled errors logged by the services on ${backend}:"
+    crashes "${dir}/ingestion.log" "${dir}/api.log"
+  fi
 done
 
 if ((status)); then
