@@ -97,7 +97,7 @@ PY
 # fuzz NAME URL: run Schemathesis against one OpenAPI document.
 fuzz() {
   local name="$1" url="$2"
-  echo "--- ${name}: ${url}"
+  echo "--- ${name}: ${url} (at ${SECONDS} s)"
   SCHEMATHESIS_HOOKS=.ci/fuzz_hooks.py "${BIN}/schemathesis" --config-file .ci/schemathesis.toml run "${url}" \
     --checks "${CHECKS}" \
     --seed "${SEED}" \
@@ -111,7 +111,7 @@ fuzz() {
 
 status=0
 for backend in "${backends[@]}"; do
-  echo "=== fuzzing on ${backend}"
+  echo "=== fuzzing on ${backend} (at ${SECONDS} s)"
   dir="${OUT}/${backend}"
   mkdir -p "${dir}/data"
   export MEDROBOTICS_DATA_DIR="${dir}/data" MEDROBOTICS_LOG_LEVEL=WARNING MEDROBOTICS_LOG_FORMAT=json
@@ -140,6 +140,7 @@ for backend in "${backends[@]}"; do
   fuzz "ingestion-${backend}" "http://127.0.0.1:${ingest_port}/ingest/openapi.json" || failed=1
   fuzz "api-${backend}" "http://127.0.0.1:${api_port}/api/openapi.json" || failed=1
   cleanup
+  echo "--- ${backend} done (at ${SECONDS} s)"
   if ((failed)); then
     status=1
     echo "--- unhandled errors logged by the services on ${backend}:"
