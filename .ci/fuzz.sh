@@ -77,8 +77,9 @@ serve() {
 # crashes LOG...: name the exception behind each 500 the services logged (CI keeps no files).
 crashes() {
   "${BIN}/python" - "$@" <<'PY'
-import collections, json, sys
+import collections, json, re, sys
 
+raised = re.compile(r"^([a-z_]+\.)*[A-Z]\w*[a-z]\w*: ")  # the "module.Class: message" line of a trace
 seen = collections.Counter()
 for path in sys.argv[1:]:
     for line in open(path, encoding="utf-8", errors="replace"):
@@ -87,10 +88,11 @@ for path in sys.argv[1:]:
         except ValueError:
             continue
         if entry.get("event") == "unhandled_error":
-            last = (entry.get("exception") or "").strip().splitlines()[-1:] or ["?"]
-            seen[(entry.get("route"), entry.get("error_type"), last[0][:200])] += 1
-for (route, kind, last), count in sorted(seen.items(), key=str):
-    print(f"  {count} x {route}: {kind}: {last}")
+            lines = (entry.get("exception") or "").splitlines()
+            said = [ln for ln in lines if raised.match(ln)] or ["?"]
+            seen[(entry.get("route"), said[-1][:200])] += 1
+for (route, last), count in sorted(seen.items(), key=str):
+    print(f"  {count} x {route}: {last}")
 PY
 }
 
