@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 import orjson
@@ -73,13 +73,79 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        422: "Invalid parameter or field; `details` names each",
-        503: "Database unavailable; retry after `Retry-After` seconds",
-    }.items()
+class Health(BaseModel):
+    """Liveness and readiness."""
+
+    status: str
+    service: str
+    version: str
+    database: str | None = None
+
+
+TIMES = (
+    "Times (`format: date-time`) are RFC 3339; one without an offset is taken as UTC, and every "
+    "time returned is UTC with an explicit offset. Also accepted, for older clients: seconds "
+    'since the Unix epoch written as a string (`"1700000000"`), and in query parameters a date '
+    "alone (its midnight UTC)."
+)
+"""What both documents say of times, beside each time's `format: date-time`."""
+
+ERRORS: dict[int, str] = {
+    400: "The body cannot be read: not valid JSON, or broken gzip",
+    401: "No valid API key (only where authentication is required: every deployment)",
+    403: "The API key lacks the scope this operation needs",
+    404: "No such record",
+    409: "The write contradicts stored data (`details` names the field)",
+    413: "The body (after gzip) or the number of records is over its limit",
+    415: "Content-Type or Content-Encoding not taken by this operation",
+    422: "Invalid parameter or field; `details` names each",
+    429: "Rate limit of the API key exceeded; retry after `Retry-After` seconds",
+    500: "Internal error; quote the request id (`X-Request-ID`) to find the log line",
+    503: "Database unavailable; retry after `Retry-After` seconds",
 }
+"""Every error status the services answer, each with the one error body."""
+
+Operation = Literal["liveness", "readiness", "read", "lookup", "report", "write"]
+
+OPERATIONS: dict[Operation, tuple[int, ...]] = {
+    "liveness": (500,),  # answered by the process alone
+    "readiness": (500, 503),  # 503 carries the Health report, not an error body
+    "read": (401, 403, 422, 429, 500, 503),  # a guarded query with parameters
+    "lookup": (401, 403, 404, 422, 429, 500, 503),  # the same, of one record by id
+    "report": (401, 403, 429, 500, 503),  # guarded, without parameters
+    "write": (400, 401, 403, 409, 413, 415, 422, 429, 500, 503),  # a request body in
+}
+"""The error statuses each kind of operation can answer."""
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "`Bearer`: send the key as `Authorization: Bearer <key>`.",
+            "schema": {"type": "string"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+
+def responses(kind: Operation) -> dict[int | str, dict[str, Any]]:
+    """Return the documented error responses of an operation of `kind` (for `responses=`)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in OPERATIONS[kind]:
+        doc: dict[str, Any] = {"model": ErrorBody, "description": ERRORS[status]}
+        if kind == "readiness" and status == 503:
+            doc = {"model": Health, "description": "The database does not answer"}
+        if status in _HEADERS:
+            doc["headers"] = _HEADERS[status]
+        out[status] = doc
+    return out
 
 
 class ORJSONResponse(JSONResponse):
@@ -271,15 +337,6 @@ class RequestContext:
                 )
 
 
-class Health(BaseModel):
-    """Liveness and readiness."""
-
-    status: str
-    service: str
-    version: str
-    database: str | None = None
-
-
 def readiness(engine: Engine, service: str) -> Response:
     """Check the database with one trivial query; 200 when it answers, 503 when not."""
     try:
@@ -324,7 +381,12 @@ async def emf_lines(settings: Settings, service: str) -> AsyncIterator[None]:
 def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: str) -> None:
     """Serve `/health` (liveness) and `ready_path` (readiness: does the database answer)."""
 
-    @app.get("/health", response_model=Health, summary="Liveness for the load balancer")
+    @app.get(
+        "/health",
+        response_model=Health,
+        summary="Liveness for the load balancer",
+        responses=responses("liveness"),
+    )
     async def health() -> Health:
         """Answer while the process serves; never touches the database (no thread hop)."""
         return Health(status="ok", service=service, version=__version__)
@@ -333,7 +395,7 @@ def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: st
         ready_path,
         response_model=Health,
         summary="Readiness: is the database answering",
-        responses={503: {"model": Health}},
+        responses=responses("readiness"),
     )
     def ready() -> Response:
         """Report whether the database answers (503 when it does not)."""

@@ -21,9 +21,9 @@ from medrobotics.domain.procedures import Category
 from medrobotics.domain.units import HOURS, rounded
 from medrobotics.storage import analytics
 from medrobotics.storage.db import reading
-from medrobotics.web import ERROR_RESPONSES
+from medrobotics.web import responses
 
-router = APIRouter(prefix="/api/analytics", tags=["analytics"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/analytics", tags=["analytics"], responses=responses("read"))
 
 
 def _days(default: int) -> Any:

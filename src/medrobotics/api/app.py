@@ -11,11 +11,13 @@ from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__
 from medrobotics.api import analytics, fast, outcomes, procedures, robots
+from medrobotics.api.deps import document_page_size
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import Reader, make_engine, make_pool
 from medrobotics.web import (
     NO_OTEL,
+    TIMES,
     ORJSONResponse,
     RequestContext,
     cap_threads,
@@ -64,8 +66,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         title="medrobotics query API",
         version=__version__,
         description="Robots, procedures, outcomes, telemetry and analytics of the fleet. "
-        "Times are UTC with an explicit offset; identifiers are strings; every error has the "
-        "same body.",
+        "Identifiers are strings; every error has the same body. " + TIMES,
         docs_url="/api/docs",
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
@@ -85,5 +86,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(require("api:read"))])
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/api/health")
+    document_page_size(app, settings)
 
     return app

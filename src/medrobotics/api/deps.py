@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from sqlalchemy import Engine
 
 from medrobotics.auth import OPEN, Principal, audit_phi
@@ -119,7 +119,7 @@ def _strip(value: Any) -> Any:
 async def page_limit(
     settings: SettingsDep,
     limit: Annotated[
-        int, Query(ge=1, description="Items per page; at most the service's maximum (500).")
+        int, Query(ge=1, description="Items per page, up to `maximum` (MEDROBOTICS_MAX_PAGE_SIZE).")
     ] = 50,
 ) -> int:
     """Check the page size against the configured maximum."""
@@ -149,6 +149,27 @@ async def no_offset(
 
 KEYSET_ONLY = [Depends(no_offset)]
 """The dependencies of a list paged by cursor."""
+
+
+def document_page_size(app: FastAPI, settings: Settings) -> None:
+    """State the configured page size as the maximum of every `limit` in the app's OpenAPI.
+
+    The routes are declared once, at import; the maximum is the settings' (see `page_limit`).
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()  # kept by FastAPI as app.openapi_schema: this runs once
+        for item in doc["paths"].values():
+            for operation in item.values():
+                for param in operation.get("parameters", []):
+                    if param["in"] == "query" and param["name"] == "limit":
+                        param["schema"]["maximum"] = settings.max_page_size
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def invalid(field: str, message: str) -> InvalidInput:

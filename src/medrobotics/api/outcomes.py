@@ -18,7 +18,7 @@ from medrobotics.api.params import (
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
 from medrobotics.storage import outcomes
-from medrobotics.web import ERROR_RESPONSES
+from medrobotics.web import responses
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
     "",
     response_model=OutcomePage,
     response_model_exclude_unset=True,
-    responses=ERROR_RESPONSES,
+    responses=responses("read"),
     dependencies=KEYSET_ONLY,
 )
 async def list_outcomes(

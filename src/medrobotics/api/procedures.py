@@ -35,7 +35,7 @@ from medrobotics.domain.telemetry import READINGS, TelemetrySeries
 from medrobotics.errors import NotFound
 from medrobotics.storage import procedures
 from medrobotics.storage.db import reading
-from medrobotics.web import ERROR_RESPONSES
+from medrobotics.web import responses
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
 
@@ -47,7 +47,7 @@ MAX_POINTS = 10_000
     "",
     response_model=ProcedurePage,
     response_model_exclude_unset=True,
-    responses=ERROR_RESPONSES,
+    responses=responses("read"),
     dependencies=KEYSET_ONLY,
 )
 async def list_procedures(
@@ -92,7 +92,7 @@ async def list_procedures(
     "/{procedure_id}",
     response_model=ProcedureDetail,
     response_model_exclude_unset=True,
-    responses=ERROR_RESPONSES,
+    responses=responses("lookup"),
 )
 async def get_procedure(procedure_id: PathId, reader: ReaderDep, caller: CallerDep) -> Any:
     """Show a procedure with its robot, its outcome and a summary of its telemetry."""
@@ -102,7 +102,9 @@ async def get_procedure(procedure_id: PathId, reader: ReaderDep, caller: CallerD
     return await respond(caller, procedures.detail_from(row))
 
 
-@router.get("/{procedure_id}/telemetry", response_model=TelemetrySeries, responses=ERROR_RESPONSES)
+@router.get(
+    "/{procedure_id}/telemetry", response_model=TelemetrySeries, responses=responses("lookup")
+)
 def get_telemetry(
     procedure_id: PathId,
     engine: EngineDep,

@@ -12,12 +12,12 @@ from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
 from medrobotics.storage import robots
 from medrobotics.storage.db import reading
-from medrobotics.web import ERROR_RESPONSES, ORJSONResponse
+from medrobotics.web import ORJSONResponse, responses
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 
-@router.get("", response_model=RobotPage, responses=ERROR_RESPONSES)
+@router.get("", response_model=RobotPage, responses=responses("read"))
 async def list_robots(
     request: Request,
     reader: ReaderDep,
@@ -36,7 +36,7 @@ async def list_robots(
     return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 
 
-@router.get("/{robot_id}", response_model=RobotDetail, responses=ERROR_RESPONSES)
+@router.get("/{robot_id}", response_model=RobotDetail, responses=responses("lookup"))
 def get_robot(robot_id: PathId, engine: EngineDep) -> Any:
     """Show a robot with its procedure count, last procedure and maintenance summary."""
     with reading(engine) as conn:

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 # --- Text ---------------------------------------------------------------------------------------
 
@@ -77,6 +84,8 @@ UtcDateTime = Annotated[
     datetime,
     AfterValidator(_to_utc),
     PlainSerializer(iso, return_type=str, when_used="json"),
+    # Answers document what they hold: a date-time string (the serializer returns plain str).
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
 """ISO 8601 time; one without a zone is UTC; always returned as UTC with an explicit offset."""
 

@@ -43,8 +43,8 @@ from medrobotics.storage import stats as stats_q
 from medrobotics.storage.db import make_engine, reading, transaction
 from medrobotics.storage.lake import open_lake
 from medrobotics.web import (
-    ERROR_RESPONSES,
     NO_OTEL,
+    TIMES,
     ORJSONResponse,
     RequestContext,
     cap_threads,
@@ -54,6 +54,7 @@ from medrobotics.web import (
     install_errors,
     install_health,
     install_metrics,
+    responses,
 )
 
 SERVICE = "data-ingestion"
@@ -160,14 +161,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app = IngestionApp(
         title="medrobotics data ingestion",
         version=__version__,
-        description="Receives telemetry, procedures, outcomes, robots and maintenance records.",
+        description="Receives telemetry, procedures, outcomes, robots and maintenance records. "
+        "Every error has the same body. " + TIMES,
         docs_url="/ingest/docs",
         redoc_url=None,
         openapi_url="/ingest/openapi.json",
         default_response_class=ORJSONResponse,
         telemetry=NO_OTEL,
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
     )
     app.state.engine = engine
     app.state.settings = settings
@@ -200,7 +201,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         "/ingest/telemetry",
         status_code=201,
         response_model=Stored,
-        openapi_extra=_body_doc(TelemetryIn, many=True),
+        openapi_extra=_body_doc(settings, TelemetryIn, many=True),
+        responses=responses("write"),
         summary="Ingest one telemetry sample, or a JSON array of samples",
         dependencies=writes,
     )
@@ -233,7 +235,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             path,
             status_code=201,
             response_model=Stored,
-            openapi_extra=_body_doc(model),
+            openapi_extra=_body_doc(settings, model),
+            responses=responses("write"),
             summary=f"Ingest one {what}",
             name=f"ingest_{entity}",
             dependencies=writes,
@@ -248,7 +251,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         "/ingest/batch",
         status_code=201,
         response_model=Stored,
-        openapi_extra=_BATCH_DOC,
+        openapi_extra=_batch_doc(settings),
+        responses=responses("write"),
         summary="Ingest a batch of one entity, all or nothing",
         dependencies=writes,
     )
@@ -339,6 +343,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @app.get(
         "/ingest/stats",
         response_model=IngestStats,
+        responses=responses("report"),
         summary="Ingestion statistics",
         dependencies=[Depends(require("ingest:write", "api:read"))],
     )
@@ -554,33 +559,84 @@ _BATCH_UNION: Any = Annotated[
 _BATCH: TypeAdapter[Any] = TypeAdapter(_BATCH_UNION)
 
 
-def _body_doc(model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Return `model`'s JSON schema, nested definitions inlined: a request body stands alone."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+def _gzip_note(limit: int) -> str:
+    return (
+        f"Gzip-compressed when sent with `Content-Encoding: gzip`; at most {limit} bytes "
+        "after decompression (413 beyond)."
+    )
+
+
+def _body_doc(settings: Settings, model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
+    schema = _schema(model)
+    what = "One record as a JSON object"
     if many:
-        schema = {"oneOf": [schema, {"type": "array", "items": schema}]}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-_BATCH_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["type", "records"],
-                    "properties": {
-                        "type": {"enum": list(ENTITIES)},
-                        "records": {"type": "array", "items": {"type": "object"}},
-                    },
-                }
-            },
-            "application/x-ndjson": {
-                "schema": {
-                    "type": "string",
-                    "description": "One record per line; ?type= names the entity.",
-                }
-            },
-        },
+        records = {"type": "array", "items": schema, "maxItems": settings.max_batch_records}
+        schema = {"oneOf": [schema, records]}
+        what = f"One sample as a JSON object, or up to {settings.max_batch_records} in an array"
+    return {
+        "requestBody": {
+            "required": True,
+            "description": f"{what}. {_gzip_note(settings.max_body_bytes)}",
+            "content": {"application/json": {"schema": schema}},
+        }
     }
-}
+
+
+def _batch_doc(settings: Settings) -> dict[str, Any]:
+    most = settings.max_batch_records
+    records = {entity: _schema(KINDS[entity].model) for entity in ENTITIES}
+    batches = [
+        {
+            "type": "object",
+            "title": f"{entity.title()}Batch",
+            "required": ["type", "records"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"const": entity},
+                "records": {"type": "array", "items": record, "maxItems": most},
+            },
+        }
+        for entity, record in records.items()
+    ]
+    return {
+        "requestBody": {
+            "required": True,
+            "description": (
+                f'A JSON object `{{"type": ..., "records": [...]}}` of up to {most} records '
+                f"({_gzip_note(settings.max_body_bytes)}), or NDJSON (`application/x-ndjson`, "
+                "also `application/jsonl`): one record per line, `?type=` naming the entity, "
+                f"streamed, at most {settings.max_stream_bytes} bytes after decompression."
+            ),
+            "content": {
+                "application/json": {"schema": {"oneOf": batches}},
+                "application/x-ndjson": {
+                    # The records as a JSON array would hold them; on the wire each is a line.
+                    "schema": {
+                        "type": "array",
+                        "items": {"anyOf": list(records.values())},
+                        "description": "The records, each on a line of its own (no enclosing "
+                        "array); `?type=` names their entity.",
+                    }
+                },
+            },
+        }
+    }
