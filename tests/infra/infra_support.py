@@ -82,6 +82,7 @@ def make_sandbox(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(SCRIPTS_DIR, root / "scripts")
     shutil.copytree(CFN_DIR, root / "cloudformation")
+    (root / "pyproject.toml").write_text('[project]\nname = "medrobotics"\nversion = "9.8.7"\n')
     for service in ("data-ingestion", "api-service"):
         (root / "services" / service).mkdir(parents=True)
         (root / "services" / service / "Dockerfile").write_text("FROM scratch\n")

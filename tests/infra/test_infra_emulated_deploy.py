@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def deployment(moto_endpoint, tmp_path_factory):
     build = dep.script("build-and-push.sh")
     assert build.returncode == 0, build.stderr
     dep.tag = build.stdout.strip().splitlines()[-1]
+    dep.docker_log = docker_log
     dep.docker_calls = docker_log.read_text().splitlines()
     deploy = dep.script(
         "deploy-ecs.sh", extra={"DEPLOY_FOUNDATION": "true", "RDS_PASSWORD": PASSWORD}
@@ -90,16 +92,36 @@ def deployment(moto_endpoint, tmp_path_factory):
     return dep
 
 
-def test_images_are_tagged_with_the_commit_and_latest(deployment):
+def test_images_are_tagged_with_the_commit_only_and_tags_are_immutable(deployment):
     assert deployment.tag == git_short_sha(deployment.root)
+    revision = deployment.run("git", "rev-parse", "HEAD").stdout.strip()
     for service in ("data-ingestion", "api-service"):
         images = deployment.aws("ecr", "describe-images", "--repository-name", f"{ENV}-{service}")
         tags = {t for image in images["imageDetails"] for t in image.get("imageTags", [])}
-        assert {deployment.tag, "latest"} <= tags
+        assert tags == {deployment.tag}, "one immutable tag per image, no moving latest"
+        (repo,) = deployment.aws(
+            "ecr", "describe-repositories", "--repository-names", f"{ENV}-{service}"
+        )["repositories"]
+        assert repo["imageTagMutability"] == "IMMUTABLE"
         build = next(c for c in deployment.docker_calls if c.startswith("build") and service in c)
         assert f"-f {deployment.root}/services/{service}/Dockerfile" in build
         assert build.endswith(f" {deployment.root}"), "the build context is the repository root"
+        # the image labels revision, created and version are filled
+        assert f"--build-arg REVISION={revision} " in build
+        assert re.search(r"--build-arg CREATED=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", build)
+        assert "--build-arg VERSION=9.8.7 " in build
+        assert "BASE=" not in build, "real builds use the Dockerfiles' pinned digest"
     assert deployment.docker_calls[0].startswith("login --username AWS --password-stdin")
+
+
+def test_pushing_the_same_commit_again_builds_nothing(deployment):
+    before = len(deployment.docker_log.read_text().splitlines())
+    again = deployment.script("build-and-push.sh")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == deployment.tag
+    calls = deployment.docker_log.read_text().splitlines()[before:]
+    assert not [c for c in calls if c.startswith(("build", "push"))], calls
+    assert "already in ECR (tags are immutable)" in again.stderr
 
 
 def test_all_stacks_complete(deployment):
