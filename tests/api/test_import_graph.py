@@ -39,7 +39,8 @@ with TestClient(app, raise_server_exceptions=False) as client:
         if "get" in operations:
             path = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
             statuses[template] = client.get(path).status_code
-print(json.dumps({"statuses": statuses, "pyarrow": sorted(m for m in sys.modules if m.startswith("pyarrow"))}))
+loaded = sorted(m for m in sys.modules if m.startswith("pyarrow"))
+print(json.dumps({"statuses": statuses, "pyarrow": loaded}))
 """
 
 

@@ -145,9 +145,9 @@ def test_dockerfile_contract(service: str) -> None:
     assert not any(o in text for o in other), f"{service} installs another image's lock"
     # a CycloneDX SBOM of the installed environment, from a tool that stays in the builder
     assert "/opt/sbom-tool/bin/pip install --only-binary=:all: -r requirements/sbom.lock" in text
-    assert (
-        f"-o /opt/sbom/medrobotics-{service}.cdx.json /opt/venv/bin/python" in text
-    ), "the SBOM describes /opt/venv"
+    assert f"-o /opt/sbom/medrobotics-{service}.cdx.json /opt/venv/bin/python" in text, (
+        "the SBOM describes /opt/venv"
+    )
     assert "COPY --from=builder /opt/sbom /usr/share/sbom" in lines
     assert "COPY --from=builder /opt/sbom-tool" not in text
     for label in ("version", "revision", "created"):

@@ -347,6 +347,24 @@ def test_redeploy_updates_the_stacks_and_rolls_out_a_new_tag(deployment):
         assert parameters[key] == outputs[key]
 
 
+def test_deploy_restores_a_secret_scheduled_for_deletion(deployment):
+    deleted = deployment.run(
+        "aws", "secretsmanager", "delete-secret", "--secret-id", f"{ENV}/rds-credentials"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    again = deployment.script(
+        "deploy-ecs.sh", extra={"RDS_PASSWORD": PASSWORD, "SKIP_MIGRATION": "true"}
+    )
+    assert again.returncode == 0, again.stderr
+    assert "which was scheduled for deletion" in again.stderr
+    described = deployment.aws(
+        "secretsmanager", "describe-secret", "--secret-id", f"{ENV}/rds-credentials"
+    )
+    assert not described.get("DeletedDate")
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags["CreatedBy"] == "deploy-ecs.sh", "cleanup.sh deletes only what deploy created"
+
+
 def test_deploy_refuses_an_image_that_was_not_pushed(deployment):
     result = deployment.script(
         "deploy-ecs.sh", extra={"RDS_PASSWORD": PASSWORD, "IMAGE_TAG": "never-pushed"}

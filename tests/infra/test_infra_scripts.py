@@ -451,7 +451,9 @@ def cleanup_scenario(**secrets: dict) -> dict:
         "ecr describe-repositories": {"__error__": "RepositoryNotFoundException"},
         "logs describe-log-groups": {"logGroups": []},
         "secretsmanager delete-secret": {},
-        **{f"secretsmanager describe-secret {ENV}/{name}": value for name, value in secrets.items()},
+        **{
+            f"secretsmanager describe-secret {ENV}/{name}": value for name, value in secrets.items()
+        },
     }
 
 
@@ -527,7 +529,9 @@ def test_cleanup_deregisters_the_retained_task_definitions_of_its_families_only(
     result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
     assert result.returncode == 0, result.stderr
     deregistered = [
-        c[c.index("--task-definition") + 1] for c in fake.calls() if "deregister-task-definition" in c
+        c[c.index("--task-definition") + 1]
+        for c in fake.calls()
+        if "deregister-task-definition" in c
     ]
     assert deregistered == [
         arn.format(f"{ENV}-data-ingestion", 1),
@@ -607,14 +611,15 @@ def services_rollback_scenario() -> dict:
     scenario = happy_deploy_scenario()
     services = f"{ENV}-ecs-services"
     rolled_back = stack("UPDATE_ROLLBACK_COMPLETE")
+    revision = "arn:aws:ecs:us-east-1:1:task-definition/medrobotics-{}:7"
     rolled_back["Stacks"][0]["Parameters"] = [
         {
             "ParameterKey": "DataIngestionTaskDefinitionArn",
-            "ParameterValue": "arn:aws:ecs:us-east-1:1:task-definition/medrobotics-data-ingestion:7",
+            "ParameterValue": revision.format("data-ingestion"),
         },
         {
             "ParameterKey": "ApiServiceTaskDefinitionArn",
-            "ParameterValue": "arn:aws:ecs:us-east-1:1:task-definition/medrobotics-api-service:7",
+            "ParameterValue": revision.format("api-service"),
         },
         {"ParameterKey": "EnvironmentName", "ParameterValue": ENV},
     ]
@@ -631,7 +636,9 @@ def services_rollback_scenario() -> dict:
 
 
 def test_failed_services_update_rolls_back_to_active_revisions(fake):
-    result = fake.run(services_rollback_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    result = fake.run(
+        services_rollback_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x"
+    )
     assert result.returncode != 0
     assert f"stack {ENV}-ecs-services ended in UPDATE_ROLLBACK_COMPLETE" in result.stderr
     # the services are back on the revisions they ran, which the tasks stack kept ACTIVE

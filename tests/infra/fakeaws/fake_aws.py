@@ -5,7 +5,8 @@ FAKE_AWS_SCENARIO names a JSON object whose keys are "service operation" or
 of responses consumed in order (the last one repeats). A response is a JSON
 document (filtered through --query and printed like the real CLI with
 --output text or json), or {"__error__": "message"} to fail like the CLI does.
-Every call is appended to FAKE_AWS_LOG (stack parameter files to FAKE_AWS_LOG.params). A call the scenario does not name
+Every call is appended to FAKE_AWS_LOG, the stack parameter files it is given to
+FAKE_AWS_LOG.params. A call the scenario does not name
 fails, so a test sees every call it did not expect.
 """
 
