@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from infra_support import REPO_ROOT, SCRIPTS_DIR, TEMPLATES
+from infra_support import PIPELINE_TEMPLATE, REPO_ROOT, SCRIPTS_DIR, TEMPLATES, load_template
 
 ORDER = list(TEMPLATES)
 HEALTHCHECK_COMMAND = [
@@ -651,11 +651,14 @@ def test_every_checkov_skip_is_listed_with_a_reason(templates):
     assert all(entry["reason"].strip() for entry in listed)
     documented = {(e["template"], e["resource"], e["check"]) for e in listed}
     in_templates = set()
-    for name, template in templates.items():
+    every = {TEMPLATES[name]: template for name, template in templates.items()}
+    every[PIPELINE_TEMPLATE] = load_template(PIPELINE_TEMPLATE)
+    assert sorted(every) == sorted(p.name for p in (REPO_ROOT / "cloudformation").glob("*.yaml"))
+    for file_name, template in every.items():
         for logical, resource in template["Resources"].items():
             for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
-                assert skip.get("comment"), (name, logical, skip["id"])
-                in_templates.add((TEMPLATES[name], logical, skip["id"]))
+                assert skip.get("comment"), (file_name, logical, skip["id"])
+                in_templates.add((file_name, logical, skip["id"]))
     assert in_templates == documented
     config = yaml.safe_load((REPO_ROOT / ".checkov.yaml").read_text())
     assert "skip-check" not in config, "skips belong on their resources, listed in the file"
