@@ -235,3 +235,11 @@ def test_hadolint_ignores_have_reasons() -> None:
     for rule in ignored:
         line = next(ln for ln in config.splitlines() if re.match(rf"\s*-\s*{rule}\b", ln))
         assert "#" in line and len(line.split("#", 1)[1].strip()) > 10, f"{rule} needs a reason"
+
+
+def test_both_images_start_from_the_same_pinned_base() -> None:
+    bases = {
+        next(line for line in path.read_text().splitlines() if line.startswith("ARG BASE="))
+        for path, _, _ in DOCKERFILES.values()
+    }
+    assert len(bases) == 1, bases
