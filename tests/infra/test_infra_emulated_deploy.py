@@ -376,6 +376,19 @@ def test_deploy_refuses_an_image_that_was_not_pushed(deployment):
 def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
     refused = deployment.script("cleanup.sh")
     assert refused.returncode != 0 and "--yes" in refused.stderr
+    # A secret of the environment's that a stack made (the emulator does not create the
+    # foundation's own database secret, so one is made here with CloudFormation's tag).
+    stack_owned = deployment.aws(
+        "secretsmanager",
+        "create-secret",
+        "--name",
+        f"{ENV}/bootstrap-key",
+        "--secret-string",
+        "not-a-real-key",
+        "--tags",
+        f"Key=aws:cloudformation:stack-name,Value={ENV}-foundation",
+        f"Key=Environment,Value={ENV}",
+    )["ARN"]
     result = deployment.script("cleanup.sh", "--yes")
     assert result.returncode == 0, result.stderr
     order = [
@@ -396,4 +409,20 @@ def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
     secret = deployment.aws(
         "secretsmanager", "describe-secret", "--secret-id", f"{ENV}/rds-credentials"
     )
-    assert secret.get("DeletedDate"), "the secret is scheduled for deletion"
+    assert secret.get("DeletedDate"), "the secret deploy-ecs.sh created is scheduled for deletion"
+    kept = deployment.aws("secretsmanager", "describe-secret", "--secret-id", stack_owned)
+    assert not kept.get("DeletedDate"), "a secret a stack owns is never deleted by cleanup"
+    assert f"keeping secret {ENV}/bootstrap-key: it belongs to the stack {ENV}-foundation" in (
+        result.stderr
+    )
+    # The task definition revisions the tasks stack retained are deregistered.
+    for family in ("data-ingestion", "api-service", "migrate"):
+        active = deployment.aws(
+            "ecs",
+            "list-task-definitions",
+            "--family-prefix",
+            f"{ENV}-{family}",
+            "--status",
+            "ACTIVE",
+        )["taskDefinitionArns"]
+        assert active == [], family
