@@ -81,8 +81,11 @@ fi
 # tasks read it at every start.
 restore_if_deleted() {
   local secret="$1" deleted
-  deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
-    --query DeletedDate --output text)" || die "cannot describe secret ${secret}"
+  if ! deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
+      --query DeletedDate --output text)"; then
+    log "WARNING: cannot describe secret ${secret}; if it is scheduled for deletion, restore it"
+    return 0
+  fi
   if [[ "${deleted}" != None ]]; then
     awsr secretsmanager restore-secret --secret-id "${secret}" >/dev/null
     log "restored secret ${secret}, which was scheduled for deletion"
