@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the AWS deployment, from the repository root; any finding fails.
-#   cfn-lint (errors and warnings), yamllint (strict), shellcheck, checkov.
+#   cfn-lint (errors and warnings), yamllint (strict), shellcheck, actionlint
+#   (the GitHub workflows, with shellcheck on their run: steps), checkov.
 # Needs the project venv (.venv, with the dev lock installed). checkov gets a
 # virtual environment of its own (.work/checkov-venv) from requirements/checkov.lock,
 # because it pins a boto3 of its own.
@@ -8,7 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV_BIN=".venv/bin"
-for tool in cfn-lint yamllint shellcheck; do
+for tool in cfn-lint yamllint shellcheck actionlint; do
   [[ -x "${VENV_BIN}/${tool}" ]] || { echo "missing ${VENV_BIN}/${tool}: install requirements/dev.lock into .venv" >&2; exit 1; }
 done
 
@@ -22,8 +23,9 @@ step() {
 }
 
 step "${VENV_BIN}/cfn-lint" cloudformation/*.yaml
-step "${VENV_BIN}/yamllint" --strict cloudformation .yamllint .checkov.yaml checkov-skips.yaml
+step "${VENV_BIN}/yamllint" --strict cloudformation .github/workflows .yamllint .checkov.yaml checkov-skips.yaml
 step "${VENV_BIN}/shellcheck" -x scripts/*.sh .ci/*.sh .ci/run tests/infra/bin/*
+step "${VENV_BIN}/actionlint" -shellcheck "${VENV_BIN}/shellcheck" .github/workflows/*.yml
 
 CHECKOV_VENV=".work/checkov-venv"
 STAMP="${CHECKOV_VENV}/.lock.sha256"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Remove a deployment in reverse order: services, task definitions, load
-# balancer, cluster, (foundation with --foundation), then the ECR
-# repositories, the secrets deploy-ecs.sh created and the retained log groups.
+# balancer, cluster, (foundation with --foundation), then the task definition
+# revisions the tasks stack retains, the ECR repositories, the secrets
+# deploy-ecs.sh created (never the foundation's) and the retained log groups.
 #
 #   ENVIRONMENT_NAME=medrobotics AWS_REGION=us-east-1 ./cleanup.sh --yes [--foundation] [--keep-logs] [--keep-images]
 #
@@ -36,9 +37,25 @@ if [[ "${confirmed}" != true ]]; then
   exit 1
 fi
 
+# The database secret the foundation (or an earlier phase) exports belongs to
+# the database, which outlives this cleanup: read it before any stack goes.
+EXPORTED_SECRET_ARN="$(export_value "${ENV_NAME}-DatabaseSecretArn")"
+
 # ---------------------------------------------------------------- stacks
 delete_stack "${ENV_NAME}-ecs-services"
 delete_stack "${ENV_NAME}-ecs-tasks"
+
+# Task definitions outlive their stack (DeletionPolicy Retain, so that a
+# services rollback finds its revisions); with the services gone they go too.
+for family in data-ingestion api-service migrate; do
+  for revision in $(awsr ecs list-task-definitions --family-prefix "${ENV_NAME}-${family}" \
+      --status ACTIVE --query taskDefinitionArns --output text); do
+    # The prefix also matches longer family names: only this family's revisions.
+    [[ "${revision}" =~ :task-definition/${ENV_NAME}-${family}:[0-9]+$ ]] || continue
+    awsr ecs deregister-task-definition --task-definition "${revision}" >/dev/null
+    log "deregistered task definition ${revision##*/}"
+  done
+done
 
 # Deletion protection is lifted only here, right before the stack goes.
 if [[ "$(stack_status "${ENV_NAME}-alb")" != DOES_NOT_EXIST ]]; then
@@ -68,15 +85,36 @@ if [[ "${keep_images}" != true ]]; then
 fi
 
 # ---------------------------------------------------------------- secrets
-# Only the secrets deploy-ecs.sh creates; the foundation's own secret goes
-# with its stack. Recoverable for 7 days.
+# Only the secrets deploy-ecs.sh created (tag CreatedBy=deploy-ecs.sh, or the
+# Environment tag it set before that tag existed). Never a secret CloudFormation
+# manages (the foundation's <env>/rds-credentials has the same name: it goes
+# with its stack) and never the database secret a stack exports: the database
+# would stay and its tasks could no longer read its password. Recoverable for
+# 7 days; deploy-ecs.sh restores a secret scheduled for deletion.
 for secret in "${ENV_NAME}/rds-credentials" "${ENV_NAME}/bootstrap-key"; do
-  # A secret already scheduled for deletion describes with a DeletedDate.
-  if deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
-      --query DeletedDate --output text 2>/dev/null)" && [[ "${deleted}" == None ]]; then
-    awsr secretsmanager delete-secret --secret-id "${secret}" --recovery-window-in-days 7 >/dev/null
-    log "scheduled secret ${secret} for deletion in 7 days"
+  if ! line="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
+      --query "[ARN, DeletedDate, Tags[?Key=='CreatedBy'].Value | [0], Tags[?Key=='Environment'].Value | [0], Tags[?Key=='aws:cloudformation:stack-name'].Value | [0]]" \
+      --output text 2>/dev/null)"; then
+    continue
   fi
+  read -r arn deleted created_by environment cfn_stack <<<"${line}"
+  if [[ "${deleted}" != None ]]; then
+    continue  # already scheduled for deletion
+  fi
+  if [[ "${cfn_stack}" != None ]]; then
+    log "keeping secret ${secret}: it belongs to the stack ${cfn_stack}"
+    continue
+  fi
+  if [[ -n "${EXPORTED_SECRET_ARN}" && "${arn}" == "${EXPORTED_SECRET_ARN}" ]]; then
+    log "keeping secret ${secret}: it is the database secret ${ENV_NAME}-DatabaseSecretArn exports"
+    continue
+  fi
+  if [[ "${created_by}" != deploy-ecs.sh && "${environment}" != "${ENV_NAME}" ]]; then
+    log "keeping secret ${secret}: deploy-ecs.sh did not create it"
+    continue
+  fi
+  awsr secretsmanager delete-secret --secret-id "${arn}" --recovery-window-in-days 7 >/dev/null
+  log "scheduled secret ${secret} for deletion in 7 days"
 done
 
 # ---------------------------------------------------------------- logs

@@ -9,7 +9,11 @@
 #   DEPLOY_FOUNDATION=true      also deploy 00-foundation.yaml (fresh account)
 #   IMAGE_TAG                   image tag to run (default: the git commit, as build-and-push.sh tags it)
 #   RDS_USER                    database user stored with RDS_PASSWORD (default medrobotics)
-#   CERTIFICATE_ARN             ACM certificate: HTTPS on 443, HTTP redirects (empty: plain HTTP)
+#   DOMAIN_NAME                 name of the services: HTTPS on 443 with a DNS-validated ACM
+#                               certificate, HTTP answers 301 (empty: plain HTTP, trials only)
+#   HOSTED_ZONE_ID              public Route 53 zone of DOMAIN_NAME (validation, alias record)
+#   CERTIFICATE_ARN             existing ACM certificate for DOMAIN_NAME instead of a new one
+#   CLOUDFORMATION_ROLE_ARN     role CloudFormation deploys the stacks with (the pipeline's)
 #   ENABLE_WAF / WEB_ACL_ARN    create a WAF web ACL (default true) / attach an existing one
 #   ALB_DELETION_PROTECTION     default true
 #   ENABLE_EXECUTE_COMMAND      ECS Exec into the tasks (default false)
@@ -34,6 +38,25 @@ SERVICES_STACK="${ENV_NAME}-ecs-services"
 TAG="$(image_tag)"
 EXEC="${ENABLE_EXECUTE_COMMAND:-false}"
 
+# ---------------------------------------------------------------- service-linked role
+# A fresh account has no ECS service-linked role until ECS first makes it, and
+# a cluster created by CloudFormation before that can fail. Create it once.
+ensure_ecs_service_linked_role() {
+  local out
+  if awsr iam get-role --role-name AWSServiceRoleForECS >/dev/null 2>&1; then
+    return 0
+  fi
+  if out="$(awsr iam create-service-linked-role --aws-service-name ecs.amazonaws.com 2>&1)"; then
+    log "created the ECS service-linked role AWSServiceRoleForECS"
+  elif [[ "${out}" == *"has been taken"* || "${out}" == *EntityAlreadyExists* ]]; then
+    # Created meanwhile (another deploy, or ECS itself): what we wanted.
+    log "the ECS service-linked role exists"
+  else
+    die "cannot create the ECS service-linked role: ${out}"
+  fi
+}
+ensure_ecs_service_linked_role
+
 # ---------------------------------------------------------------- foundation
 if [[ "${DEPLOY_FOUNDATION:-false}" == true ]]; then
   deploy_stack "${FOUNDATION_STACK}" "${CFN_DIR}/00-foundation.yaml" \
@@ -54,19 +77,29 @@ if ((${#missing[@]})); then
 fi
 
 # ---------------------------------------------------------------- secrets
+# A secret scheduled for deletion (by cleanup.sh, or by hand) comes back: the
+# tasks read it at every start.
+restore_if_deleted() {
+  local secret="$1" deleted
+  if ! deleted="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
+      --query DeletedDate --output text)"; then
+    log "WARNING: cannot describe secret ${secret}; if it is scheduled for deletion, restore it"
+    return 0
+  fi
+  if [[ "${deleted}" != None ]]; then
+    awsr secretsmanager restore-secret --secret-id "${secret}" >/dev/null
+    log "restored secret ${secret}, which was scheduled for deletion"
+  fi
+}
+
 # Create or update a secret from a file (the value never appears on a command
-# line or in a stack parameter); print its ARN.
+# line or in a stack parameter); print its ARN. Secrets made here carry the tag
+# CreatedBy=deploy-ecs.sh: cleanup.sh deletes those and no others.
 upsert_secret() {
-  local name="$1" description="$2" payload="$3" arn deleted
+  local name="$1" description="$2" payload="$3" arn
   if arn="$(awsr secretsmanager describe-secret --secret-id "${name}" \
       --query ARN --output text 2>/dev/null)"; then
-    # A secret scheduled for deletion by cleanup.sh comes back before it is written.
-    deleted="$(awsr secretsmanager describe-secret --secret-id "${arn}" \
-      --query DeletedDate --output text)"
-    if [[ "${deleted}" != None ]]; then
-      awsr secretsmanager restore-secret --secret-id "${arn}" >/dev/null
-      log "restored secret ${name}, which was scheduled for deletion"
-    fi
+    restore_if_deleted "${arn}"
     awsr secretsmanager put-secret-value --secret-id "${arn}" \
       --secret-string "file://${payload}" >/dev/null
     log "updated secret ${name}"
@@ -74,7 +107,7 @@ upsert_secret() {
     arn="$(awsr secretsmanager create-secret --name "${name}" \
       --description "${description}" \
       --secret-string "file://${payload}" \
-      --tags "Key=Environment,Value=${ENV_NAME}" \
+      --tags "Key=Environment,Value=${ENV_NAME}" "Key=CreatedBy,Value=deploy-ecs.sh" \
       --query ARN --output text)"
     log "created secret ${name}"
   fi
@@ -86,6 +119,7 @@ DB_SECRET_ARN="$(export_value "${ENV_NAME}-DatabaseSecretArn")"
 SECRETS_KMS_KEY_ARN="$(export_value "${ENV_NAME}-DatabaseSecretKmsKeyArn")"
 if [[ -n "${DB_SECRET_ARN}" ]]; then
   log "database credentials: secret exported by the foundation stack"
+  restore_if_deleted "${DB_SECRET_ARN}"
   if [[ -n "${RDS_PASSWORD:-}" ]]; then
     log "RDS_PASSWORD is ignored: the foundation's generated secret is the database's password"
   fi
@@ -132,12 +166,21 @@ deploy_stack "${CLUSTER_STACK}" "${CFN_DIR}/01-ecs-cluster.yaml" \
   "EnvironmentName=${ENV_NAME}"
 
 # ---------------------------------------------------------------- load balancer
-if [[ -z "${CERTIFICATE_ARN:-}" ]]; then
-  log "WARNING: CERTIFICATE_ARN is not set: the load balancer serves PLAIN HTTP."
-  log "WARNING: set CERTIFICATE_ARN (ACM) before any real data flows."
+if [[ -n "${DOMAIN_NAME:-}" ]]; then
+  [[ -n "${HOSTED_ZONE_ID:-}" || -n "${CERTIFICATE_ARN:-}" ]] \
+    || die "DOMAIN_NAME needs HOSTED_ZONE_ID (its public Route 53 zone) or CERTIFICATE_ARN"
+  log "HTTPS on https://${DOMAIN_NAME}"
+else
+  [[ -z "${CERTIFICATE_ARN:-}" ]] \
+    || die "CERTIFICATE_ARN needs DOMAIN_NAME: a certificate cannot carry the load balancer's own name"
+  log "WARNING: DOMAIN_NAME is not set: the load balancer serves PLAIN HTTP."
+  log "WARNING: API keys and patient data would cross the internet unencrypted;"
+  log "WARNING: use this for a trial with no real data only, and set DOMAIN_NAME and HOSTED_ZONE_ID."
 fi
 deploy_stack "${ALB_STACK}" "${CFN_DIR}/02-alb.yaml" \
   "EnvironmentName=${ENV_NAME}" \
+  "DomainName=${DOMAIN_NAME:-}" \
+  "HostedZoneId=${HOSTED_ZONE_ID:-}" \
   "CertificateArn=${CERTIFICATE_ARN:-}" \
   "EnableWaf=${ENABLE_WAF:-true}" \
   "ExistingWebAclArn=${WEB_ACL_ARN:-}" \
@@ -201,13 +244,41 @@ else
 fi
 
 # ---------------------------------------------------------------- services
+# A failed update rolls the services back to the revisions they ran before;
+# the tasks stack keeps those revisions ACTIVE (UpdateReplacePolicy Retain), so
+# the rollback completes. Say where the services are now.
+report_services_rollback() {
+  local status revision state
+  status="$(stack_status "${SERVICES_STACK}")"
+  log "stack ${SERVICES_STACK} is ${status}; the services run these task definitions:"
+  for revision in $(awsr cloudformation describe-stacks --stack-name "${SERVICES_STACK}" \
+      --query "Stacks[0].Parameters[?ends_with(ParameterKey, 'TaskDefinitionArn')].ParameterValue" \
+      --output text); do
+    state="$(awsr ecs describe-task-definition --task-definition "${revision}" \
+      --query taskDefinition.status --output text 2>/dev/null || printf 'UNKNOWN')"
+    log "  ${revision##*/} (${state})"
+  done
+}
+on_services_exit() {
+  local rc=$?
+  if ((rc)) && [[ "$(stack_status "${SERVICES_STACK}")" == UPDATE_ROLLBACK_COMPLETE ]]; then
+    report_services_rollback
+    log "the services were not moved to ${TAG}; fix the cause and deploy again"
+  fi
+  rm -rf "${WORK_TMP}"
+}
+trap on_services_exit EXIT
 deploy_stack "${SERVICES_STACK}" "${CFN_DIR}/04-ecs-services.yaml" \
   "EnvironmentName=${ENV_NAME}" \
   "DataIngestionTaskDefinitionArn=${INGESTION_TASK_DEF}" \
   "ApiServiceTaskDefinitionArn=${API_TASK_DEF}" \
   "EnableExecuteCommand=${EXEC}" \
   "AlarmEmail=${ALARM_EMAIL:-}"
+trap 'rm -rf "${WORK_TMP}"' EXIT
 
 log "deployed ${ENV_NAME} at $(stack_output "${ALB_STACK}" LoadBalancerURL)"
 log "transport: $(stack_output "${ALB_STACK}" TransportSecurity)"
+if [[ -z "${DOMAIN_NAME:-}" ]]; then
+  log "WARNING: plain HTTP: a trial deployment; set DOMAIN_NAME and HOSTED_ZONE_ID before real data flows"
+fi
 log "check it with: ./verify-deployment.sh"

@@ -46,7 +46,8 @@ check_environment_name() {
 awsr() { aws --region "${AWS_REGION}" "$@"; }
 
 # Tag of the images built from the current commit: the git commit, with
-# -dirty when the work tree has uncommitted changes. IMAGE_TAG overrides.
+# -dirty-<hash of the uncommitted changes> when the work tree has any (ECR tags
+# are immutable, so different contents never share a tag). IMAGE_TAG overrides.
 image_tag() {
   if [[ -n "${IMAGE_TAG:-}" ]]; then
     printf '%s\n' "${IMAGE_TAG}"
@@ -56,7 +57,7 @@ image_tag() {
   sha="$(git -C "${REPO_ROOT}" rev-parse --short=12 HEAD 2>/dev/null)" \
     || die "not a git checkout: set IMAGE_TAG to the tag to build or deploy"
   if [[ -n "$(git -C "${REPO_ROOT}" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-    sha="${sha}-dirty"
+    sha="${sha}-dirty-$(git -C "${REPO_ROOT}" diff HEAD | sha256sum | cut -c1-8)"
   fi
   printf '%s\n' "${sha}"
 }
@@ -178,6 +179,14 @@ write_parameters() {
   } >"${file}"
 }
 
+# --role-arn for CloudFormation when CLOUDFORMATION_ROLE_ARN names the role the
+# stacks are deployed with (the pipeline's deploy role may only pass that role).
+cfn_role_args() {
+  if [[ -n "${CLOUDFORMATION_ROLE_ARN:-}" ]]; then
+    printf '%s\n' --role-arn "${CLOUDFORMATION_ROLE_ARN}"
+  fi
+}
+
 # Create or update a stack from a template and KEY=VALUE parameters, then wait
 # for it. "No updates are to be performed" is success. A stack left in
 # ROLLBACK_COMPLETE by a failed first create holds nothing and cannot be
@@ -185,7 +194,8 @@ write_parameters() {
 deploy_stack() {
   local name="$1" template="$2"
   shift 2
-  local status params out
+  local status params out role_args
+  mapfile -t role_args < <(cfn_role_args)
   status="$(stack_status "${name}")"
   case "${status}" in
     *_IN_PROGRESS)
@@ -199,7 +209,7 @@ deploy_stack() {
     log "stack ${name} is ROLLBACK_COMPLETE from an earlier failed create:"
     print_stack_events "${name}"
     log "deleting it before creating it again"
-    awsr cloudformation delete-stack --stack-name "${name}"
+    awsr cloudformation delete-stack --stack-name "${name}" "${role_args[@]}"
     wait_stack "${name}" DOES_NOT_EXIST || die "could not delete ${name}"
     status=DOES_NOT_EXIST
   fi
@@ -220,7 +230,7 @@ deploy_stack() {
     awsr cloudformation create-stack --stack-name "${name}" \
       --template-body "file://${template}" \
       --parameters "file://${params}" \
-      --capabilities CAPABILITY_IAM \
+      --capabilities CAPABILITY_IAM "${role_args[@]}" \
       --tags "Key=Environment,Value=${ENVIRONMENT_NAME}" "Key=Project,Value=medrobotics" \
       --output text >/dev/null \
       || die "create-stack ${name} was refused"
@@ -230,7 +240,7 @@ deploy_stack() {
     if ! out="$(awsr cloudformation update-stack --stack-name "${name}" \
         --template-body "file://${template}" \
         --parameters "file://${params}" \
-        --capabilities CAPABILITY_IAM \
+        --capabilities CAPABILITY_IAM "${role_args[@]}" \
         --tags "Key=Environment,Value=${ENVIRONMENT_NAME}" "Key=Project,Value=medrobotics" \
         --output text 2>&1)"; then
       if [[ "${out}" == *"No updates are to be performed"* ]]; then
@@ -245,7 +255,8 @@ deploy_stack() {
 
 # Delete a stack (absent is fine) and wait for it to be gone.
 delete_stack() {
-  local name="$1" status
+  local name="$1" status role_args
+  mapfile -t role_args < <(cfn_role_args)
   status="$(stack_status "${name}")"
   if [[ "${status}" == DOES_NOT_EXIST ]]; then
     log "stack ${name} does not exist"
@@ -253,6 +264,6 @@ delete_stack() {
   fi
   rm -f "${EXPORTS_CACHE}"
   log "deleting stack ${name} (${status})"
-  awsr cloudformation delete-stack --stack-name "${name}"
+  awsr cloudformation delete-stack --stack-name "${name}" "${role_args[@]}"
   wait_stack "${name}" DOES_NOT_EXIST || die "stack ${name} could not be deleted"
 }

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Check a deployment the way the guide does: the health endpoints answer
 # through the load balancer, unknown paths get the fixed 404, the API is
-# routed (and refuses unauthenticated callers), HTTP redirects to HTTPS when
-# TLS is on, and both ECS services run their desired count on a finished rollout.
+# routed (and refuses unauthenticated callers), HTTP answers 301 to HTTPS on
+# the domain, the certificate matches the name (curl verifies it), and both ECS
+# services run their desired count on a finished rollout.
 #
 #   ENVIRONMENT_NAME=medrobotics AWS_REGION=us-east-1 ./verify-deployment.sh
 #
-# Optional: VERIFY_TIMEOUT_SECONDS (default 600) bounds the wait for the services.
+# Optional: VERIFY_TIMEOUT_SECONDS (default 600) bounds the wait for the
+# services; VERIFY_HTTP_URL is the plain-HTTP base URL whose 301 is checked
+# (default: the https:// URL with http:// and no port).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -23,6 +26,9 @@ failures=0
 ALB_URL="$(stack_output "${ENVIRONMENT_NAME}-alb" LoadBalancerURL)"
 CLUSTER="${ENVIRONMENT_NAME}-cluster"
 log "load balancer: ${ALB_URL}"
+if [[ "${ALB_URL}" =~ ^https://[^/]*\.elb\.amazonaws\.com ]]; then
+  die "${ALB_URL} is the load balancer's own name, which no certificate carries; deploy with DOMAIN_NAME"
+fi
 
 # Print the HTTP status of a GET, 000 when nothing answered.
 http_status() {
@@ -86,16 +92,19 @@ expect_status "${ALB_URL}/ingest/stats" 200 401 403
 expect_status "${ALB_URL}/no-such-route" 404
 
 if [[ "${ALB_URL}" == https://* ]]; then
-  plain="http://${ALB_URL#https://}/api/health"
+  host="${ALB_URL#https://}"
+  host="${host%%/*}"
+  plain="${VERIFY_HTTP_URL:-http://${host%%:*}}/api/health"
   location="$(curl --silent --output /dev/null --max-time 10 --write-out '%{http_code} %{redirect_url}' "${plain}" || true)"
-  if [[ "${location}" == "301 https://"* ]]; then
-    log "ok   ${plain} redirects to HTTPS"
+  if [[ "${location}" == "301 https://${host%%:*}"* ]]; then
+    log "ok   ${plain} answers 301 to HTTPS"
   else
-    log "FAIL ${plain} -> ${location} (expected a 301 to https://)"
+    log "FAIL ${plain} -> ${location} (expected a 301 to https://${host%%:*})"
     failures=$((failures + 1))
   fi
 else
-  log "WARNING: the load balancer serves plain HTTP (no certificate); see the TransportSecurity output"
+  log "WARNING: the load balancer serves PLAIN HTTP (no domain): a trial deployment, no real data;"
+  log "WARNING: deploy with DOMAIN_NAME and HOSTED_ZONE_ID for HTTPS (see the TransportSecurity output)"
 fi
 
 if ((failures)); then

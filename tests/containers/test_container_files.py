@@ -23,6 +23,8 @@ DOCKERFILES = {
     "data-ingestion": (ROOT / "services/data-ingestion/Dockerfile", "8080", "ingestion"),
     "api-service": (ROOT / "services/api-service/Dockerfile", "5000", "api"),
 }
+# The dependencies each image installs: the API never loads pyarrow.
+LOCKS = {"data-ingestion": "requirements/runtime.lock", "api-service": "requirements/api.lock"}
 HEALTHCHECK = (
     'CMD ["python", "-c", "import urllib.request,os; urllib.request.urlopen('
     "'http://127.0.0.1:'+os.environ.get('PORT','{port}')+'/health', timeout=2)\"]"
@@ -131,10 +133,25 @@ def test_dockerfile_contract(service: str) -> None:
     path, port, cmd = DOCKERFILES[service]
     text = path.read_text()
     lines = [line.strip() for line in text.splitlines()]
-    assert "ARG BASE=python:3.12-slim" in lines
+    # The base is pinned by digest; CI passes its local base explicitly.
+    (base,) = [line for line in lines if line.startswith("ARG BASE=")]
+    assert re.fullmatch(r"ARG BASE=python:3\.12-slim@sha256:[0-9a-f]{64}", base), base
     assert re.search(r"^FROM \$\{BASE\} AS builder$", text, flags=re.M)
     assert re.search(r"^FROM \$\{BASE\} AS runtime$", text, flags=re.M)
-    assert "requirements/runtime.lock" in text
+    lock = LOCKS[service]
+    assert f"RUN pip install --only-binary=:all: -r {lock}" in text
+    assert f"COPY {lock} {lock}" in text
+    other = set(LOCKS.values()) - {lock}
+    assert not any(o in text for o in other), f"{service} installs another image's lock"
+    # a CycloneDX SBOM of the installed environment, from a tool that stays in the builder
+    assert "/opt/sbom-tool/bin/pip install --only-binary=:all: -r requirements/sbom.lock" in text
+    assert f"-o /opt/sbom/medrobotics-{service}.cdx.json /opt/venv/bin/python" in text, (
+        "the SBOM describes /opt/venv"
+    )
+    assert "COPY --from=builder /opt/sbom /usr/share/sbom" in lines
+    assert "COPY --from=builder /opt/sbom-tool" not in text
+    for label in ("version", "revision", "created"):
+        assert f'org.opencontainers.image.{label}="${{{label.upper()}}}"' in text
     assert "COPY --from=builder /opt/venv /opt/venv" in text
     assert re.search(r"^USER 10001:10001$", text, flags=re.M)
     assert re.search(r"^WORKDIR /app$", text, flags=re.M)
@@ -145,6 +162,28 @@ def test_dockerfile_contract(service: str) -> None:
     assert HEALTHCHECK.format(port=port) in text
     assert "org.opencontainers.image.source" in text
     assert "gcc" not in text and "build-essential" not in text
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.split(";")[0].strip()
+    return pins
+
+
+def test_api_lock_is_the_runtime_lock_without_pyarrow() -> None:
+    runtime = _pins(ROOT / "requirements/runtime.lock")
+    api = _pins(ROOT / "requirements/api.lock")
+    assert "pyarrow" in runtime
+    assert api == {name: v for name, v in runtime.items() if name != "pyarrow"}
+
+
+def test_sbom_lock_pins_cyclonedx_exactly() -> None:
+    pins = _pins(ROOT / "requirements/sbom.lock")
+    assert "cyclonedx-bom" in pins
+    assert all(re.fullmatch(r"[0-9][0-9a-z.+-]*", v) for v in pins.values()), pins
 
 
 def test_dockerignore_keeps_context_small() -> None:
@@ -196,3 +235,11 @@ def test_hadolint_ignores_have_reasons() -> None:
     for rule in ignored:
         line = next(ln for ln in config.splitlines() if re.match(rf"\s*-\s*{rule}\b", ln))
         assert "#" in line and len(line.split("#", 1)[1].strip()) > 10, f"{rule} needs a reason"
+
+
+def test_both_images_start_from_the_same_pinned_base() -> None:
+    bases = {
+        next(line for line in path.read_text().splitlines() if line.startswith("ARG BASE="))
+        for path, _, _ in DOCKERFILES.values()
+    }
+    assert len(bases) == 1, bases

@@ -440,6 +440,29 @@ def test_images_metadata(images: Images) -> None:
         assert f"'{port}'" in health["Test"][-1]
 
 
+def test_sbom_lists_what_is_installed_and_the_api_has_no_pyarrow(images: Images) -> None:
+    """Each image carries the CycloneDX SBOM of its /opt/venv; only ingestion has pyarrow."""
+    probe = (
+        "import importlib.util, json, sys; "
+        "bom = json.load(open(sys.argv[1])); "
+        "names = sorted(c['name'].lower() for c in bom['components']); "
+        "print(json.dumps({'format': bom['bomFormat'], 'names': names, "
+        "'pyarrow': importlib.util.find_spec('pyarrow') is not None}))"
+    )
+    for tag, service, has_pyarrow in (
+        (images.ingestion, "data-ingestion", True),
+        (images.api, "api-service", False),
+    ):
+        sbom = f"/usr/share/sbom/medrobotics-{service}.cdx.json"
+        out = podman("run", "--rm", "--network", "none", tag, "python", "-c", probe, sbom).stdout
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["format"] == "CycloneDX"
+        assert {"fastapi", "sqlalchemy", "psycopg", "uvicorn"} <= set(report["names"]), service
+        assert ("pyarrow" in report["names"]) is has_pyarrow, service
+        assert report["pyarrow"] is has_pyarrow, service
+        assert "cyclonedx-bom" not in report["names"], "the SBOM tool stays in the builder"
+
+
 def test_final_image_has_no_compiler(images: Images) -> None:
     probe = (
         "import shutil, sys; "

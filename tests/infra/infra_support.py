@@ -26,6 +26,9 @@ TEMPLATES = {
     "ecs-tasks": "03-ecs-task-definitions.yaml",
     "ecs-services": "04-ecs-services.yaml",
 }
+# Deployed once per environment by an administrator, not by the scripts: the
+# pipeline's OIDC provider and roles.
+PIPELINE_TEMPLATE = "05-github-oidc.yaml"
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -53,7 +56,7 @@ CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(name: str) -> dict:
-    with open(CFN_DIR / TEMPLATES[name], encoding="utf-8") as f:
+    with open(CFN_DIR / TEMPLATES.get(name, name), encoding="utf-8") as f:
         return yaml.load(f, Loader=CfnLoader)
 
 
@@ -82,6 +85,7 @@ def make_sandbox(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(SCRIPTS_DIR, root / "scripts")
     shutil.copytree(CFN_DIR, root / "cloudformation")
+    (root / "pyproject.toml").write_text('[project]\nname = "medrobotics"\nversion = "9.8.7"\n')
     for service in ("data-ingestion", "api-service"):
         (root / "services" / service).mkdir(parents=True)
         (root / "services" / service / "Dockerfile").write_text("FROM scratch\n")

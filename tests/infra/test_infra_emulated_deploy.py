@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def deployment(moto_endpoint, tmp_path_factory):
     build = dep.script("build-and-push.sh")
     assert build.returncode == 0, build.stderr
     dep.tag = build.stdout.strip().splitlines()[-1]
+    dep.docker_log = docker_log
     dep.docker_calls = docker_log.read_text().splitlines()
     deploy = dep.script(
         "deploy-ecs.sh", extra={"DEPLOY_FOUNDATION": "true", "RDS_PASSWORD": PASSWORD}
@@ -90,16 +92,36 @@ def deployment(moto_endpoint, tmp_path_factory):
     return dep
 
 
-def test_images_are_tagged_with_the_commit_and_latest(deployment):
+def test_images_are_tagged_with_the_commit_only_and_tags_are_immutable(deployment):
     assert deployment.tag == git_short_sha(deployment.root)
+    revision = deployment.run("git", "rev-parse", "HEAD").stdout.strip()
     for service in ("data-ingestion", "api-service"):
         images = deployment.aws("ecr", "describe-images", "--repository-name", f"{ENV}-{service}")
         tags = {t for image in images["imageDetails"] for t in image.get("imageTags", [])}
-        assert {deployment.tag, "latest"} <= tags
+        assert tags == {deployment.tag}, "one immutable tag per image, no moving latest"
+        (repo,) = deployment.aws(
+            "ecr", "describe-repositories", "--repository-names", f"{ENV}-{service}"
+        )["repositories"]
+        assert repo["imageTagMutability"] == "IMMUTABLE"
         build = next(c for c in deployment.docker_calls if c.startswith("build") and service in c)
         assert f"-f {deployment.root}/services/{service}/Dockerfile" in build
         assert build.endswith(f" {deployment.root}"), "the build context is the repository root"
+        # the image labels revision, created and version are filled
+        assert f"--build-arg REVISION={revision} " in build
+        assert re.search(r"--build-arg CREATED=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", build)
+        assert "--build-arg VERSION=9.8.7 " in build
+        assert "BASE=" not in build, "real builds use the Dockerfiles' pinned digest"
     assert deployment.docker_calls[0].startswith("login --username AWS --password-stdin")
+
+
+def test_pushing_the_same_commit_again_builds_nothing(deployment):
+    before = len(deployment.docker_log.read_text().splitlines())
+    again = deployment.script("build-and-push.sh")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == deployment.tag
+    calls = deployment.docker_log.read_text().splitlines()[before:]
+    assert not [c for c in calls if c.startswith(("build", "push"))], calls
+    assert "already in ECR (tags are immutable)" in again.stderr
 
 
 def test_all_stacks_complete(deployment):
@@ -325,6 +347,24 @@ def test_redeploy_updates_the_stacks_and_rolls_out_a_new_tag(deployment):
         assert parameters[key] == outputs[key]
 
 
+def test_deploy_restores_a_secret_scheduled_for_deletion(deployment):
+    deleted = deployment.run(
+        "aws", "secretsmanager", "delete-secret", "--secret-id", f"{ENV}/rds-credentials"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    again = deployment.script(
+        "deploy-ecs.sh", extra={"RDS_PASSWORD": PASSWORD, "SKIP_MIGRATION": "true"}
+    )
+    assert again.returncode == 0, again.stderr
+    assert "which was scheduled for deletion" in again.stderr
+    described = deployment.aws(
+        "secretsmanager", "describe-secret", "--secret-id", f"{ENV}/rds-credentials"
+    )
+    assert not described.get("DeletedDate")
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags["CreatedBy"] == "deploy-ecs.sh", "cleanup.sh deletes only what deploy created"
+
+
 def test_deploy_refuses_an_image_that_was_not_pushed(deployment):
     result = deployment.script(
         "deploy-ecs.sh", extra={"RDS_PASSWORD": PASSWORD, "IMAGE_TAG": "never-pushed"}
@@ -336,6 +376,19 @@ def test_deploy_refuses_an_image_that_was_not_pushed(deployment):
 def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
     refused = deployment.script("cleanup.sh")
     assert refused.returncode != 0 and "--yes" in refused.stderr
+    # A secret of the environment's that a stack made (the emulator does not create the
+    # foundation's own database secret, so one is made here with CloudFormation's tag).
+    stack_owned = deployment.aws(
+        "secretsmanager",
+        "create-secret",
+        "--name",
+        f"{ENV}/bootstrap-key",
+        "--secret-string",
+        "not-a-real-key",
+        "--tags",
+        f"Key=aws:cloudformation:stack-name,Value={ENV}-foundation",
+        f"Key=Environment,Value={ENV}",
+    )["ARN"]
     result = deployment.script("cleanup.sh", "--yes")
     assert result.returncode == 0, result.stderr
     order = [
@@ -356,4 +409,20 @@ def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
     secret = deployment.aws(
         "secretsmanager", "describe-secret", "--secret-id", f"{ENV}/rds-credentials"
     )
-    assert secret.get("DeletedDate"), "the secret is scheduled for deletion"
+    assert secret.get("DeletedDate"), "the secret deploy-ecs.sh created is scheduled for deletion"
+    kept = deployment.aws("secretsmanager", "describe-secret", "--secret-id", stack_owned)
+    assert not kept.get("DeletedDate"), "a secret a stack owns is never deleted by cleanup"
+    assert f"keeping secret {ENV}/bootstrap-key: it belongs to the stack {ENV}-foundation" in (
+        result.stderr
+    )
+    # The task definition revisions the tasks stack retained are deregistered.
+    for family in ("data-ingestion", "api-service", "migrate"):
+        active = deployment.aws(
+            "ecs",
+            "list-task-definitions",
+            "--family-prefix",
+            f"{ENV}-{family}",
+            "--status",
+            "ACTIVE",
+        )["taskDefinitionArns"]
+        assert active == [], family

@@ -56,7 +56,7 @@ class FakeAws:
 
     def run(self, scenario: dict, argv: list[str], cwd: Path, **env: str):
         self.scenario_file.write_text(json.dumps(scenario))
-        for suffix in ("", ".state", ".secrets"):
+        for suffix in ("", ".state", ".secrets", ".params"):
             Path(f"{self.log}{suffix}").unlink(missing_ok=True)
         full_env = {
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -78,6 +78,15 @@ class FakeAws:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def parameters(self, stack_name: str) -> dict[str, str]:
+        """The parameters the last create or update of a stack was given."""
+        found = {}
+        for line in Path(f"{self.log}.params").read_text().splitlines():
+            entry = json.loads(line)
+            if entry["stack"] == stack_name:
+                found = {p["ParameterKey"]: p["ParameterValue"] for p in entry["parameters"]}
+        return found
 
     def ops(self) -> list[str]:
         return [" ".join(c[2:4]) if c[0] == "--region" else " ".join(c[:2]) for c in self.calls()]
@@ -266,6 +275,7 @@ def happy_deploy_scenario(migration_exit: int = 0) -> dict:
         "secretsmanager describe-secret": {"ARN": secret_arn, "DeletedDate": None},
         "secretsmanager put-secret-value": {"ARN": secret_arn},
         "ecr describe-images": {"imageDetails": [{"imageTags": ["abc123"]}]},
+        "iam get-role": {"Role": {"RoleName": "AWSServiceRoleForECS"}},
         "ecs run-task": {"tasks": [{"taskArn": "arn:task/1"}]},
         "ecs describe-tasks": {
             "tasks": [
@@ -342,6 +352,8 @@ def test_scripts_require_their_environment(fake):
 def test_cleanup_with_nothing_deployed_succeeds_without_deleting(fake):
     scenario = {
         "cloudformation describe-stacks": MISSING,
+        "cloudformation list-exports": {"Exports": []},
+        "ecs list-task-definitions": {"taskDefinitionArns": []},
         "ecr describe-repositories": {"__error__": "RepositoryNotFoundException"},
         "secretsmanager describe-secret": {"__error__": "ResourceNotFoundException"},
         "logs describe-log-groups": {"logGroups": []},
@@ -353,6 +365,7 @@ def test_cleanup_with_nothing_deployed_succeeds_without_deleting(fake):
 
 def test_cleanup_fails_when_a_stack_cannot_be_deleted(fake):
     scenario = {
+        "cloudformation list-exports": {"Exports": []},
         "cloudformation describe-stacks": [
             stack("CREATE_COMPLETE"),
             stack("DELETE_IN_PROGRESS"),
@@ -412,3 +425,410 @@ def test_verify_checks_health_routing_and_services(fake, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- lifecycle traps
+
+FOUNDATION_SECRET = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/rds-credentials-F0"
+BOOTSTRAP_SECRET = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/bootstrap-key-B0"
+
+
+def secret(arn: str, tags: dict[str, str], deleted: str | None = None) -> dict:
+    return {
+        "ARN": arn,
+        "DeletedDate": deleted,
+        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+    }
+
+
+def cleanup_scenario(**secrets: dict) -> dict:
+    return {
+        "cloudformation describe-stacks": MISSING,
+        "cloudformation list-exports": {
+            "Exports": [{"Name": f"{ENV}-DatabaseSecretArn", "Value": FOUNDATION_SECRET}]
+        },
+        "ecs list-task-definitions": {"taskDefinitionArns": []},
+        "ecr describe-repositories": {"__error__": "RepositoryNotFoundException"},
+        "logs describe-log-groups": {"logGroups": []},
+        "secretsmanager delete-secret": {},
+        **{
+            f"secretsmanager describe-secret {ENV}/{name}": value for name, value in secrets.items()
+        },
+    }
+
+
+def deleted_secrets(fake: FakeAws) -> list[str]:
+    return [c[c.index("--secret-id") + 1] for c in fake.calls() if "delete-secret" in c]
+
+
+def test_cleanup_keeps_the_foundations_database_secret(fake):
+    # The foundation stack made <env>/rds-credentials: CloudFormation's tags, and exported.
+    scenario = cleanup_scenario(
+        **{
+            "rds-credentials": secret(
+                FOUNDATION_SECRET,
+                {
+                    "Environment": ENV,
+                    "aws:cloudformation:stack-name": f"{ENV}-foundation",
+                },
+            ),
+            "bootstrap-key": secret(
+                BOOTSTRAP_SECRET, {"Environment": ENV, "CreatedBy": "deploy-ecs.sh"}
+            ),
+        }
+    )
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert deleted_secrets(fake) == [BOOTSTRAP_SECRET]
+    assert f"keeping secret {ENV}/rds-credentials: it belongs to the stack {ENV}-foundation" in (
+        result.stderr
+    )
+
+
+def test_cleanup_keeps_an_exported_database_secret_it_did_not_create(fake):
+    # An earlier phase's secret of the same name, exported for the tasks, no CloudFormation tags.
+    scenario = cleanup_scenario(
+        **{
+            "rds-credentials": secret(FOUNDATION_SECRET, {"Environment": ENV}),
+            "bootstrap-key": {"__error__": "ResourceNotFoundException"},
+        }
+    )
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert deleted_secrets(fake) == []
+    assert "DatabaseSecretArn exports" in result.stderr
+
+
+def test_cleanup_deletes_the_secret_deploy_created(fake):
+    own = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/rds-credentials-D0"
+    scenario = cleanup_scenario(
+        **{
+            "rds-credentials": secret(own, {"Environment": ENV, "CreatedBy": "deploy-ecs.sh"}),
+            "bootstrap-key": secret(BOOTSTRAP_SECRET, {"Owner": "someone-else"}),
+        }
+    )
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert deleted_secrets(fake) == [own]
+    assert f"keeping secret {ENV}/bootstrap-key: deploy-ecs.sh did not create it" in result.stderr
+    (call,) = [c for c in fake.calls() if "delete-secret" in c]
+    assert call[call.index("--recovery-window-in-days") + 1] == "7"
+
+
+def test_cleanup_deregisters_the_retained_task_definitions_of_its_families_only(fake):
+    arn = "arn:aws:ecs:us-east-1:1:task-definition/{}:{}"
+    scenario = cleanup_scenario()
+    scenario["secretsmanager describe-secret"] = {"__error__": "ResourceNotFoundException"}
+    scenario["ecs list-task-definitions"] = [
+        {"taskDefinitionArns": [arn.format(f"{ENV}-data-ingestion", n) for n in (1, 2)]},
+        {"taskDefinitionArns": [arn.format(f"{ENV}-api-service", 4)]},
+        # a longer family that only shares the prefix stays
+        {"taskDefinitionArns": [arn.format(f"{ENV}-migrate-other", 1)]},
+    ]
+    scenario["ecs deregister-task-definition"] = {}
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    deregistered = [
+        c[c.index("--task-definition") + 1]
+        for c in fake.calls()
+        if "deregister-task-definition" in c
+    ]
+    assert deregistered == [
+        arn.format(f"{ENV}-data-ingestion", 1),
+        arn.format(f"{ENV}-data-ingestion", 2),
+        arn.format(f"{ENV}-api-service", 4),
+    ]
+
+
+def foundation_deploy_scenario(deleted: str | None) -> dict:
+    scenario = happy_deploy_scenario()
+    scenario["cloudformation list-exports"]["Exports"].append(
+        {"Name": f"{ENV}-DatabaseSecretArn", "Value": FOUNDATION_SECRET}
+    )
+    scenario["secretsmanager describe-secret"] = secret(
+        FOUNDATION_SECRET, {"aws:cloudformation:stack-name": f"{ENV}-foundation"}, deleted
+    )
+    scenario["secretsmanager restore-secret"] = {"ARN": FOUNDATION_SECRET}
+    return scenario
+
+
+def test_deploy_restores_the_foundations_secret_scheduled_for_deletion(fake):
+    result = fake.run(
+        foundation_deploy_scenario("2026-01-01T00:00:00Z"), ["./deploy-ecs.sh"], SCRIPTS_DIR
+    )
+    assert result.returncode == 0, result.stderr
+    calls = fake.calls()
+    (restore,) = [c for c in calls if "restore-secret" in c]
+    assert restore[restore.index("--secret-id") + 1] == FOUNDATION_SECRET
+    tasks_update = next(
+        i for i, c in enumerate(calls) if "update-stack" in c and f"{ENV}-ecs-tasks" in c
+    )
+    assert calls.index(restore) < tasks_update, "restored before any task may start"
+    assert not [c for c in calls if "put-secret-value" in c], "the foundation's value is kept"
+
+
+def test_deploy_leaves_a_live_foundation_secret_alone(fake):
+    result = fake.run(foundation_deploy_scenario(None), ["./deploy-ecs.sh"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert "secretsmanager restore-secret" not in fake.ops()
+
+
+def test_deploy_creates_the_ecs_service_linked_role_when_missing(fake):
+    scenario = happy_deploy_scenario()
+    scenario["iam get-role"] = {"__error__": "(NoSuchEntity) The role AWSServiceRoleForECS"}
+    scenario["iam create-service-linked-role"] = {"Role": {"RoleName": "AWSServiceRoleForECS"}}
+    result = fake.run(scenario, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    calls = fake.calls()
+    (create,) = [c for c in calls if "create-service-linked-role" in c]
+    assert create[create.index("--aws-service-name") + 1] == "ecs.amazonaws.com"
+    first_stack_write = next(i for i, c in enumerate(calls) if "update-stack" in c)
+    assert calls.index(create) < first_stack_write
+
+
+def test_deploy_does_not_create_the_service_linked_role_twice(fake):
+    result = fake.run(happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    assert "iam create-service-linked-role" not in fake.ops()
+    # Made meanwhile by someone else: the error says so, and that is what was wanted.
+    scenario = happy_deploy_scenario()
+    scenario["iam get-role"] = {"__error__": "(NoSuchEntity) no such role"}
+    scenario["iam create-service-linked-role"] = {
+        "__error__": "(InvalidInput) Service role name AWSServiceRoleForECS has been taken "
+        "in this account, please try a different suffix."
+    }
+    raced = fake.run(scenario, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert raced.returncode == 0, raced.stderr
+    # Any other refusal stops the deployment before a stack is touched.
+    scenario["iam create-service-linked-role"] = {"__error__": "(AccessDenied) not allowed"}
+    denied = fake.run(scenario, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert denied.returncode != 0
+    assert "cannot create the ECS service-linked role" in denied.stderr
+    assert not [c for c in fake.calls() if "update-stack" in c or "create-stack" in c]
+
+
+def services_rollback_scenario() -> dict:
+    scenario = happy_deploy_scenario()
+    services = f"{ENV}-ecs-services"
+    rolled_back = stack("UPDATE_ROLLBACK_COMPLETE")
+    revision = "arn:aws:ecs:us-east-1:1:task-definition/medrobotics-{}:7"
+    rolled_back["Stacks"][0]["Parameters"] = [
+        {
+            "ParameterKey": "DataIngestionTaskDefinitionArn",
+            "ParameterValue": revision.format("data-ingestion"),
+        },
+        {
+            "ParameterKey": "ApiServiceTaskDefinitionArn",
+            "ParameterValue": revision.format("api-service"),
+        },
+        {"ParameterKey": "EnvironmentName", "ParameterValue": ENV},
+    ]
+    scenario[f"cloudformation describe-stacks {services}"] = [
+        stack("UPDATE_COMPLETE"),
+        stack("UPDATE_IN_PROGRESS"),
+        stack("UPDATE_ROLLBACK_IN_PROGRESS"),
+        rolled_back,
+    ]
+    scenario[f"cloudformation update-stack {services}"] = {"StackId": "id"}
+    scenario["cloudformation describe-stack-events"] = EVENTS
+    scenario["ecs describe-task-definition"] = {"taskDefinition": {"status": "ACTIVE"}}
+    return scenario
+
+
+def test_failed_services_update_rolls_back_to_active_revisions(fake):
+    result = fake.run(
+        services_rollback_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x"
+    )
+    assert result.returncode != 0
+    assert f"stack {ENV}-ecs-services ended in UPDATE_ROLLBACK_COMPLETE" in result.stderr
+    # the services are back on the revisions they ran, which the tasks stack kept ACTIVE
+    assert "medrobotics-data-ingestion:7 (ACTIVE)" in result.stderr
+    assert "medrobotics-api-service:7 (ACTIVE)" in result.stderr
+    assert "the services were not moved to abc123" in result.stderr
+
+    # UPDATE_ROLLBACK_COMPLETE is a settled state: the next deploy goes ahead.
+    again = services_rollback_scenario()
+    again[f"cloudformation describe-stacks {ENV}-ecs-services"] = [
+        stack("UPDATE_ROLLBACK_COMPLETE"),
+        stack("UPDATE_IN_PROGRESS"),
+        stack("UPDATE_COMPLETE"),
+    ]
+    second = fake.run(again, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert second.returncode == 0, second.stderr
+    assert f"stack {ENV}-ecs-services: UPDATE_COMPLETE" in second.stderr
+
+
+def test_deploy_with_a_domain_serves_https_on_it(fake):
+    result = fake.run(
+        happy_deploy_scenario(),
+        ["./deploy-ecs.sh"],
+        SCRIPTS_DIR,
+        RDS_PASSWORD="x",
+        DOMAIN_NAME="fleet.example.org",
+        HOSTED_ZONE_ID="Z0123456789ABC",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HTTPS on https://fleet.example.org" in result.stderr
+    assert "PLAIN HTTP" not in result.stderr
+    parameters = fake.parameters(f"{ENV}-alb")
+    assert parameters["DomainName"] == "fleet.example.org"
+    assert parameters["HostedZoneId"] == "Z0123456789ABC"
+    assert parameters["CertificateArn"] == ""
+
+
+def test_deploy_without_a_domain_warns_of_plain_http(fake):
+    result = fake.run(happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: DOMAIN_NAME is not set: the load balancer serves PLAIN HTTP." in result.stderr
+    assert "trial" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DOMAIN_NAME": "fleet.example.org"}, "DOMAIN_NAME needs HOSTED_ZONE_ID"),
+        (
+            {"CERTIFICATE_ARN": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+            "CERTIFICATE_ARN needs DOMAIN_NAME",
+        ),
+    ],
+)
+def test_deploy_refuses_https_without_a_name_it_can_carry(fake, env, message):
+    result = fake.run(
+        happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x", **env
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "cloudformation update-stack" not in [
+        op for op, c in zip(fake.ops(), fake.calls(), strict=True) if f"{ENV}-alb" in c
+    ]
+
+
+def test_stacks_are_deployed_with_the_cloudformation_role_when_given(fake):
+    role = "arn:aws:iam::123456789012:role/medrobotics-cfn"
+    result = fake.run(
+        happy_deploy_scenario(),
+        ["./deploy-ecs.sh"],
+        SCRIPTS_DIR,
+        RDS_PASSWORD="x",
+        CLOUDFORMATION_ROLE_ARN=role,
+    )
+    assert result.returncode == 0, result.stderr
+    updates = [c for c in fake.calls() if "update-stack" in c]
+    assert len(updates) == 4
+    assert all(c[c.index("--role-arn") + 1] == role for c in updates)
+    plain = fake.run(happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert plain.returncode == 0, plain.stderr
+    assert not any("--role-arn" in c for c in fake.calls())
+
+
+def self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` and its key, as PEM files (the certificate is its own CA)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def verify_scenario(url: str) -> dict:
+    return {
+        "cloudformation describe-stacks": stack("CREATE_COMPLETE", {"LoadBalancerURL": url}),
+        "ecs describe-services": {
+            "services": [
+                {
+                    "status": "ACTIVE",
+                    "desiredCount": 1,
+                    "runningCount": 1,
+                    "deployments": [{"status": "PRIMARY", "rolloutState": "COMPLETED"}],
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(("cert_name", "passes"), [("localhost", True), ("fleet.example", False)])
+def test_verify_passes_over_https_only_when_the_certificate_carries_the_name(
+    fake, tmp_path, cert_name, passes
+):
+    find_tool("curl")
+    cert, key = self_signed(tmp_path, cert_name)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "fakeaws" / "fake_alb.py"), "--tls", str(cert), str(key)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tls_port = server.stdout.readline().strip()
+        http_port = server.stdout.readline().strip()
+        result = fake.run(
+            verify_scenario(f"https://localhost:{tls_port}"),
+            ["./verify-deployment.sh"],
+            SCRIPTS_DIR,
+            CURL_CA_BUNDLE=str(cert),  # the stand-in certificate is trusted; its name is checked
+            VERIFY_HTTP_URL=f"http://127.0.0.1:{http_port}",
+            VERIFY_TIMEOUT_SECONDS="1",
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    if passes:
+        assert result.returncode == 0, result.stderr
+        assert "answers 301 to HTTPS" in result.stderr
+        assert f"ok   https://localhost:{tls_port}/api/health -> 200" in result.stderr
+        assert "PLAIN HTTP" not in result.stderr
+    else:
+        assert result.returncode != 0
+        assert f"FAIL https://localhost:{tls_port}/api/health -> 000" in result.stderr
+
+
+def test_verify_refuses_https_on_the_load_balancers_own_name(fake):
+    url = "https://medrobotics-alb-123.us-east-1.elb.amazonaws.com"
+    result = fake.run(verify_scenario(url), ["./verify-deployment.sh"], SCRIPTS_DIR)
+    assert result.returncode != 0
+    assert "no certificate carries; deploy with DOMAIN_NAME" in result.stderr
+    assert "ecs describe-services" not in fake.ops()
+
+
+def test_verify_warns_of_plain_http(fake, tmp_path):
+    find_tool("curl")
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "fakeaws" / "fake_alb.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = server.stdout.readline().strip()
+        result = fake.run(
+            verify_scenario(f"http://127.0.0.1:{port}"), ["./verify-deployment.sh"], SCRIPTS_DIR
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert "the load balancer serves PLAIN HTTP (no domain): a trial deployment" in result.stderr

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from infra_support import REPO_ROOT, SCRIPTS_DIR, TEMPLATES
+from infra_support import PIPELINE_TEMPLATE, REPO_ROOT, SCRIPTS_DIR, TEMPLATES, load_template
 
 ORDER = list(TEMPLATES)
 HEALTHCHECK_COMMAND = [
@@ -164,9 +164,52 @@ def test_log_groups_retained_encrypted_with_retention(templates):
         "/aws/ecs/${EnvironmentName}/api-service",
     } <= names
     for logical, group in groups.items():
-        assert group.get("DeletionPolicy") in ("Retain", "Delete", "Snapshot"), logical
         assert group["Properties"]["RetentionInDays"], logical
         assert group["Properties"]["KmsKeyId"], logical
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_named_log_groups_go_with_a_failed_first_create(templates, name):
+    # Retained on stack deletion (audit trail), but removed when the first create
+    # fails: otherwise the scripted delete-and-recreate of a ROLLBACK_COMPLETE
+    # stack fails with "already exists".
+    for logical, group in resources(templates[name], "AWS::Logs::LogGroup").items():
+        assert "LogGroupName" in group["Properties"], logical
+        assert group["DeletionPolicy"] == "RetainExceptOnCreate", (name, logical)
+        assert group["UpdateReplacePolicy"] == "Retain", (name, logical)
+
+
+def test_task_definition_revisions_survive_an_update_of_their_stack(templates):
+    # A failed ecs-services update rolls the services back to the revisions they
+    # ran; those must still be ACTIVE, so replacing a revision keeps the old one.
+    definitions = resources(templates["ecs-tasks"], "AWS::ECS::TaskDefinition")
+    assert set(definitions) == {
+        "DataIngestionTaskDefinition",
+        "ApiServiceTaskDefinition",
+        "MigrationTaskDefinition",
+    }
+    for logical, definition in definitions.items():
+        assert definition["UpdateReplacePolicy"] == "Retain", logical
+        assert definition["DeletionPolicy"] == "Retain", logical
+    # and the revisions reach the services as parameters (an export could never change)
+    services = templates["ecs-services"]
+    for service, parameter in (
+        ("DataIngestionService", "DataIngestionTaskDefinitionArn"),
+        ("ApiService", "ApiServiceTaskDefinitionArn"),
+    ):
+        assert services["Resources"][service]["Properties"]["TaskDefinition"] == {"Ref": parameter}
+        assert "Export" not in templates["ecs-tasks"]["Outputs"][parameter]
+
+
+def test_the_guides_four_stack_names_are_the_scripts(templates):
+    deploy = (SCRIPTS_DIR / "deploy-ecs.sh").read_text()
+    for suffix, stack_name in (
+        ("ecs-cluster", "CLUSTER_STACK"),
+        ("alb", "ALB_STACK"),
+        ("ecs-tasks", "TASKS_STACK"),
+        ("ecs-services", "SERVICES_STACK"),
+    ):
+        assert f'{stack_name}="${{ENV_NAME}}-{suffix}"' in deploy
 
 
 # ---------------------------------------------------------------- load balancer
@@ -190,10 +233,17 @@ def test_alb_is_public_and_hardened(templates):
 
 def test_https_listener_and_redirect(templates):
     alb = templates["alb"]
+    assert alb["Conditions"]["UseHttps"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DomainName"}, ""]}]
+    }
     https = alb["Resources"]["HttpsListener"]
     assert https["Condition"] == "UseHttps"
     assert https["Properties"]["Protocol"] == "HTTPS"
     assert https["Properties"]["Port"] == 443
+    (certificate,) = https["Properties"]["Certificates"]
+    assert certificate["CertificateArn"] == {
+        "Fn::If": ["HasCertificateArn", {"Ref": "CertificateArn"}, {"Ref": "Certificate"}]
+    }
     assert alb["Parameters"]["SslPolicy"]["Default"].startswith("ELBSecurityPolicy-TLS13")
     assert all("TLS13" in p for p in alb["Parameters"]["SslPolicy"]["AllowedValues"])
     fixed = https["Properties"]["DefaultActions"][0]
@@ -215,8 +265,64 @@ def test_https_listener_and_redirect(templates):
     assert transport[0] == "UseHttps"
     assert "WARNING" in transport[2] and "HTTP" in transport[2]
     url = alb["Outputs"]["LoadBalancerURL"]["Value"]["Fn::If"]
-    assert sub_string(url[1]).startswith("https://")
-    assert sub_string(url[2]).startswith("http://")
+    assert url[0] == "UseHttps"
+    # the name the certificate carries, never the load balancer's own
+    assert sub_string(url[1]) == "https://${DomainName}"
+    assert sub_string(url[2]) == "http://${LoadBalancer.DNSName}"
+
+
+def test_domain_gets_a_dns_validated_certificate_and_an_alias(templates):
+    alb = templates["alb"]
+    params = alb["Parameters"]
+    assert params["DomainName"]["Default"] == ""
+    assert params["HostedZoneId"]["Default"] == ""
+    res = alb["Resources"]
+    cert = res["Certificate"]
+    assert cert["Type"] == "AWS::CertificateManager::Certificate"
+    assert cert["Condition"] == "RequestCertificate"
+    props = cert["Properties"]
+    assert props["DomainName"] == {"Ref": "DomainName"}
+    assert props["ValidationMethod"] == "DNS"
+    assert props["DomainValidationOptions"] == [
+        {"DomainName": {"Ref": "DomainName"}, "HostedZoneId": {"Ref": "HostedZoneId"}}
+    ]
+    alias = res["AliasRecord"]
+    assert alias["Type"] == "AWS::Route53::RecordSet"
+    assert alias["Condition"] == "CreateAlias"
+    assert alias["Properties"]["Name"] == {"Ref": "DomainName"}
+    assert alias["Properties"]["Type"] == "A"
+    assert alias["Properties"]["AliasTarget"]["DNSName"] == {
+        "Fn::GetAtt": ["LoadBalancer", "DNSName"]
+    }
+    assert alias["Properties"]["AliasTarget"]["HostedZoneId"] == {
+        "Fn::GetAtt": ["LoadBalancer", "CanonicalHostedZoneID"]
+    }
+    conditions = alb["Conditions"]
+    assert {"Condition": "UseHttps"} in conditions["RequestCertificate"]["Fn::And"]
+    assert {"Condition": "HasHostedZone"} in conditions["CreateAlias"]["Fn::And"]
+    # a certificate without the name it covers, or a requested one without its zone, is refused
+    rules = alb["Rules"]
+    assert rules["CertificateNeedsDomain"]["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DomainName"}, ""]}]
+    }
+    assert rules["RequestedCertificateNeedsZone"]["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "HostedZoneId"}, ""]}]
+    }
+
+
+def test_waf_rate_limit_counts_only_api_requests(templates):
+    acl = templates["alb"]["Resources"]["WebAcl"]["Properties"]
+    rate_rules = [r for r in acl["Rules"] if "RateBasedStatement" in r["Statement"]]
+    (rule,) = rate_rules
+    assert "Block" in rule["Action"]
+    statement = rule["Statement"]["RateBasedStatement"]
+    assert statement["AggregateKeyType"] == "IP"
+    match = statement["ScopeDownStatement"]["ByteMatchStatement"]
+    # fleets behind one NAT address post /ingest/* freely (the service limits each key)
+    assert match["FieldToMatch"] == {"UriPath": {}}
+    assert match["PositionalConstraint"] == "STARTS_WITH"
+    assert match["SearchString"] == "/api/"
+    assert not any("ingest" in json.dumps(r) for r in rate_rules)
 
 
 def test_path_rules_route_to_the_right_target_groups(templates):
@@ -545,11 +651,14 @@ def test_every_checkov_skip_is_listed_with_a_reason(templates):
     assert all(entry["reason"].strip() for entry in listed)
     documented = {(e["template"], e["resource"], e["check"]) for e in listed}
     in_templates = set()
-    for name, template in templates.items():
+    every = {TEMPLATES[name]: template for name, template in templates.items()}
+    every[PIPELINE_TEMPLATE] = load_template(PIPELINE_TEMPLATE)
+    assert sorted(every) == sorted(p.name for p in (REPO_ROOT / "cloudformation").glob("*.yaml"))
+    for file_name, template in every.items():
         for logical, resource in template["Resources"].items():
             for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
-                assert skip.get("comment"), (name, logical, skip["id"])
-                in_templates.add((TEMPLATES[name], logical, skip["id"]))
+                assert skip.get("comment"), (file_name, logical, skip["id"])
+                in_templates.add((file_name, logical, skip["id"]))
     assert in_templates == documented
     config = yaml.safe_load((REPO_ROOT / ".checkov.yaml").read_text())
     assert "skip-check" not in config, "skips belong on their resources, listed in the file"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 from typer.testing import CliRunner
 
 from medrobotics.cli import app as cli
@@ -165,3 +167,56 @@ def test_partitions_command_on_the_embedded_database(
     assert "none on the embedded database" in upgraded.output
     result = runner.invoke(cli, ["db", "partitions"])
     assert result.exit_code == 0 and "none on the embedded database" in result.output
+
+
+@pytest.mark.parametrize("fresh_url", ["postgresql"], indirect=True)
+def test_concurrent_upgrades_take_turns_on_postgres(fresh_url: str) -> None:
+    """Two deploys start the migration at once: one migrates, the other waits, then finds head.
+
+    PostgreSQL only: the lock is a PostgreSQL advisory lock; an embedded SQLite database is
+    migrated by the one process that opens it.
+    """
+    holder = make_engine(fresh_url, pool_size=1)
+    engines = [make_engine(fresh_url, pool_size=1) for _ in range(2)]
+    results: list[tuple[str | None, str | None]] = []
+    errors: list[BaseException] = []
+
+    def run(engine: Engine) -> None:
+        try:
+            results.append(migrate.upgrade(engine))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND ((classid::bigint << 32) | objid::bigint) = :id"
+    )
+    with holder.connect() as lock_conn:
+        # The lock is held elsewhere, so both upgrades start and queue behind it.
+        lock_conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": migrate.LOCK_ID})
+        lock_conn.commit()
+        threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        queued = 0
+        for _ in range(600):  # bounded: at most about a minute
+            queued = lock_conn.execute(waiting, {"id": migrate.LOCK_ID}).scalar_one()
+            lock_conn.commit()
+            if queued == 2 or errors or not any(t.is_alive() for t in threads):
+                break
+            time.sleep(0.1)
+        assert not errors, errors
+        assert queued == 2, "both upgrades must wait for the migration lock"
+        assert migrate.current(holder) is None, "nothing migrated while the lock is held"
+        lock_conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": migrate.LOCK_ID})
+        lock_conn.commit()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not errors, errors
+    head = migrate.head()
+    assert sorted(results, key=str) == sorted([(None, head), (head, head)], key=str)
+    with holder.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    for engine in (holder, *engines):
+        engine.dispose()

@@ -5,7 +5,8 @@ FAKE_AWS_SCENARIO names a JSON object whose keys are "service operation" or
 of responses consumed in order (the last one repeats). A response is a JSON
 document (filtered through --query and printed like the real CLI with
 --output text or json), or {"__error__": "message"} to fail like the CLI does.
-Every call is appended to FAKE_AWS_LOG. A call the scenario does not name
+Every call is appended to FAKE_AWS_LOG, the stack parameter files it is given to
+FAKE_AWS_LOG.params. A call the scenario does not name
 fails, so a test sees every call it did not expect.
 """
 
@@ -64,6 +65,15 @@ def main():
                 open(value[len("file://") :], encoding="utf-8") as payload,
             ):
                 out.write(payload.read() + "\n")
+    parameters = option(args, "--parameters")
+    if parameters and parameters.startswith("file://"):
+        # The script deletes its parameter files; keep what each stack was given.
+        with (
+            open(os.environ["FAKE_AWS_LOG"] + ".params", "a", encoding="utf-8") as out,
+            open(parameters[len("file://") :], encoding="utf-8") as given,
+        ):
+            entry = {"stack": option(args, "--stack-name"), "parameters": json.load(given)}
+            out.write(json.dumps(entry) + "\n")
     positional = []
     skip = False
     for arg in args:
