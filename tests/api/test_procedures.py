@@ -206,6 +206,18 @@ def test_series_interval_chosen_to_fit_the_cap(client: TestClient, fleet: Fleet)
     assert_error(client.get(url, params={"interval_ms": 1}), 422, "invalid", "interval_ms")
 
 
+def test_series_widths_past_32_bits(client: TestClient, fleet: Fleet) -> None:
+    # The route takes widths up to a year, past 2**31 ms: one bucket holds every sample.
+    source = fleet.procedures[0]
+    samples = [s for s in fleet.telemetry if s.procedure_id == source.procedure_id]
+    url = f"/api/procedures/{source.procedure_id}/telemetry"
+    for width in (2**31 + 1, 3_000_000_000, 366 * 24 * 3600 * 1000):
+        body = client.get(url, params={"interval_ms": width}).json()
+        assert body["interval_ms"] == width
+        assert sum(body["samples"]) == len(samples)
+        assert len(body["time"]) <= 2
+
+
 def test_series_of_a_procedure_without_samples(client: TestClient, fleet: Fleet) -> None:
     body = client.get(f"/api/procedures/{fleet.procedures[5].procedure_id}/telemetry").json()
     assert body["time"] == [] and body["samples"] == []

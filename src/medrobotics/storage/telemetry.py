@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Connection, Integer, cast, func, select
+from sqlalchemy import BigInteger, Connection, Integer, cast, func, literal, select
 from sqlalchemy.dialects import sqlite
 
 from medrobotics.domain.telemetry import COLUMNS, READINGS, bucket_count, bucket_interval
@@ -161,10 +161,12 @@ def series(
         )
     out["interval_ms"] = interval_ms
     ms = _epoch_ms(conn, t.timestamp)
+    # Widths reach past 2**31 ms (the route takes up to a year): bound as a 64-bit integer.
+    width = literal(interval_ms, BigInteger)
     if conn.dialect.name == "postgresql":
-        bucket = cast(func.floor(ms / interval_ms), BigInteger).label("bucket")
+        bucket = cast(func.floor(ms / width), BigInteger).label("bucket")
     else:
-        bucket = (ms // interval_ms).label("bucket")  # integers: SQLite divides exactly
+        bucket = (ms // width).label("bucket")  # integers: SQLite divides exactly
     stmt = (
         select(bucket, func.count(), *(func.avg(t[name]) for name in channels))
         .where(*conds)
