@@ -11,9 +11,12 @@ from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__
 from medrobotics.api import analytics, fast, outcomes, procedures, robots
+from medrobotics.api.caching import AnswerCache
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import Reader, make_engine, make_pool
+from medrobotics.ui.dashboard import install_dashboard
+from medrobotics.ui.docs import install_docs
 from medrobotics.web import (
     NO_OTEL,
     ORJSONResponse,
@@ -66,8 +69,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         description="Robots, procedures, outcomes, telemetry and analytics of the fleet. "
         "Times are UTC with an explicit offset; identifiers are strings; every error has the "
         "same body.",
-        docs_url="/api/docs",
-        redoc_url="/api/redoc",
+        docs_url=None,  # served from the package below: install_docs
+        redoc_url=None,
         openapi_url="/api/openapi.json",
         default_response_class=ORJSONResponse,
         telemetry=NO_OTEL,
@@ -77,6 +80,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.reader = reader = Reader(engine, pool)
     app.state.settings = settings
     app.state.guard = guard = Guard(engine, settings)
+    app.state.answers = AnswerCache(settings.analytics_cache_seconds)
     app.fast = fast.FastReads(service=SERVICE, settings=settings, guard=guard, reader=reader)
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
@@ -85,5 +89,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(require("api:read"))])
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/api/health")
+    install_docs(app, prefix="/api")
+    install_dashboard(app)
 
     return app

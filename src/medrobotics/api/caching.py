@@ -1,0 +1,141 @@
+"""Short-lived shared answers: many dashboards polling the same figures cost one query.
+
+`cached` wraps a route's function. Identical requests (the same route, the same parameters as
+validated) within `MEDROBOTICS_ANALYTICS_CACHE_SECONDS` get the answer computed first; concurrent
+identical requests wait for one computation. Every answer carries an `ETag` and a short
+`Cache-Control`, and a request whose `If-None-Match` names the current answer gets a 304.
+
+The key is the request alone, never the caller: only routes whose answers are the same for every
+caller allowed to make them (no patient data, no per-key filtering) may be wrapped. The route's
+own dependencies, the key check among them, run before the cache is consulted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, get_type_hints
+
+import anyio.to_thread
+import orjson
+from fastapi import Request, Response
+
+Key = tuple[Hashable, ...]
+PLAIN = (str, int, float, bool, type(None), datetime, date)
+"""Types of the parameter values that make up a key; dependencies (the engine) are left out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One computed answer: the data as the route returned it, and its entity tag."""
+
+    data: Any
+    etag: str
+    expires: float
+
+
+class AnswerCache:
+    """Answers by key until they expire; at most `size` kept, the oldest dropped first."""
+
+    def __init__(self, seconds: float, *, size: int = 512) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        self._pending: dict[Key, asyncio.Future[Entry]] = {}
+
+    def fresh(self, key: Key, now: float) -> Entry | None:
+        """Return the unexpired answer for `key`, if any."""
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.expires > now else None
+
+    async def get(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
+        """Return the answer for `key`: a fresh one, the one being computed, or a new one."""
+        entry = self.fresh(key, time.monotonic())
+        if entry is not None:
+            return entry
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fill(key, compute))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._settled, key))
+        # Shielded: one caller going away must not cancel the others' answer.
+        return await asyncio.shield(pending)
+
+    async def _fill(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
+        data = await compute()
+        entry = Entry(data, etag_of(data), time.monotonic() + self.seconds)
+        if self.seconds > 0:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
+
+    def _settled(self, key: Key, done: asyncio.Future[Entry]) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone
+
+
+def etag_of(data: Any) -> str:
+    """Return a strong entity tag for an answer: a digest of its content."""
+    raw = orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return f'"{hashlib.blake2b(raw, digest_size=16).hexdigest()}"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Tell whether an If-None-Match header names `etag` (weak comparison, as RFC 9110 says)."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def cached(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Serve a route's answers from the app's `AnswerCache` (`app.state.answers`)."""
+    hints = get_type_hints(func, include_extras=True)
+    signature = inspect.signature(func)
+    params = [p.replace(annotation=hints.get(p.name, Any)) for p in signature.parameters.values()]
+    params += [
+        inspect.Parameter("cache_request_", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        inspect.Parameter("cache_response_", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
+    ]
+    run = func if inspect.iscoroutinefunction(func) else None
+
+    async def route(cache_request_: Request, cache_response_: Response, **kwargs: Any) -> Any:
+        answers: AnswerCache = cache_request_.app.state.answers
+        key = (func.__qualname__, *sorted((k, v) for k, v in kwargs.items() if _plain(v)))
+
+        async def compute() -> Any:
+            if run is not None:
+                return await run(**kwargs)
+            # A plain function does blocking I/O: the thread pool, as FastAPI would run it.
+            return await anyio.to_thread.run_sync(functools.partial(func, **kwargs))
+
+        entry = await answers.get(key, compute)
+        headers = {
+            "ETag": entry.etag,
+            "Cache-Control": f"private, max-age={int(answers.seconds)}",
+        }
+        if matches(cache_request_.headers.get("if-none-match"), entry.etag):
+            return Response(status_code=304, headers=headers)
+        cache_response_.headers.update(headers)
+        return entry.data
+
+    functools.update_wrapper(route, func, updated=())
+    del route.__wrapped__  # type: ignore[attr-defined]  # FastAPI reads the signature below
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=params, return_annotation=hints.get("return", Any)
+    )
+    return route
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, PLAIN)
