@@ -28,6 +28,8 @@ $(STAMP): requirements/dev.lock pyproject.toml
 
 # uPlot (the dashboard's charts), Swagger UI and ReDoc (the API docs), from the npm registry as
 # locked, copied into the package (git ignores them; the images copy src/ with them).
+# ReDoc's sidebar shows its maker's logo from their CDN: pointed nowhere (the image hides itself
+# when it fails), the docs make no request off this machine.
 $(ASSETS): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/uplot $(VENDOR)/swagger-ui $(VENDOR)/redoc
@@ -36,9 +38,11 @@ $(ASSETS): package.json package-lock.json
 	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
 		node_modules/swagger-ui-dist/favicon-32x32.png node_modules/swagger-ui-dist/LICENSE \
 		node_modules/swagger-ui-dist/NOTICE $(VENDOR)/swagger-ui/
-	cp node_modules/redoc/bundles/redoc.standalone.js \
-		node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt \
-		node_modules/redoc/LICENSE $(VENDOR)/redoc/
+	cp node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt node_modules/redoc/LICENSE \
+		$(VENDOR)/redoc/
+	sed 's|"https://cdn.redoc.ly/redoc/logo-mini.svg"|""|' \
+		node_modules/redoc/bundles/redoc.standalone.js > $(VENDOR)/redoc/redoc.standalone.js
+	! grep -q 'cdn.redoc.ly' $(VENDOR)/redoc/redoc.standalone.js
 	@touch $@
 
 run: venv

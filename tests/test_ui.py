@@ -62,7 +62,15 @@ def test_every_client_route_serves_the_page_without_a_key(locked: TestClient, pa
 
 @pytest.mark.parametrize(
     "name",
-    ["app.js", "api.js", "dom.js", "views.js", "charts.js", "app.css", *[f"vendor/{v}" for v in VENDORED]],
+    [
+        "app.js",
+        "api.js",
+        "dom.js",
+        "views.js",
+        "charts.js",
+        "app.css",
+        *[f"vendor/{v}" for v in VENDORED],
+    ],
 )
 def test_static_files_need_no_key(locked: TestClient, name: str) -> None:
     answer = locked.get(f"/api/dashboard/static/{name}")

@@ -80,9 +80,7 @@ def test_repeated_requests_are_answered_from_the_cache(cached: TestClient, engin
     assert cached.get(path, params=other).json()["overall"]["outcomes"] == 0
 
 
-def test_zero_seconds_turns_the_cache_off(
-    settings: Settings, engine: Engine, fleet: Fleet
-) -> None:
+def test_zero_seconds_turns_the_cache_off(settings: Settings, engine: Engine, fleet: Fleet) -> None:
     with _client(settings, engine, analytics_cache_seconds=0) as c:
         path = "/api/analytics/outcomes-summary"
         first = c.get(path, params=WINDOW)
