@@ -182,3 +182,42 @@ def test_etag_follows_content_and_if_none_match_parsing() -> None:
     assert matches(tag, tag) and matches(f"W/{tag}", tag) and matches(f'"x" , {tag}', tag)
     assert matches("*", tag)
     assert not matches(None, tag) and not matches("", tag) and not matches('"x"', tag)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_just_expired_answer_is_given_while_the_next_is_computed() -> None:
+    clock = Clock()
+    cache = AnswerCache(5, clock=clock)
+    computed: list[int] = []
+    release = asyncio.Event()
+
+    async def compute() -> int:
+        computed.append(len(computed) + 1)
+        if len(computed) > 1:
+            await release.wait()
+        return computed[-1]
+
+    async def main() -> None:
+        assert (await cache.get(("k",), compute)).data == 1
+        clock.now += 6  # expired, by less than 5 more seconds
+        assert (await cache.get(("k",), compute)).data == 1  # not waiting for the next
+        assert (await cache.get(("k",), compute)).data == 1
+        await asyncio.sleep(0)
+        assert computed == [1, 2]  # one recomputation for both
+        release.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert (await cache.get(("k",), compute)).data == 2
+        clock.now += 11  # long expired: this caller waits for a new answer
+        assert (await cache.get(("k",), compute)).data == 3
+
+    asyncio.run(main())

@@ -80,6 +80,7 @@ def test_overview(platform: Platform, open_page: Any) -> None:
         "Utilization per robot": "ready",
         "Maintenance costs": "ready",
     }
+    assert points(watch, "fleet") == 3
     assert points(watch, "volume") > 10
     assert points(watch, "utilization") == 12
     assert 0 < points(watch, "maintenance") <= 15

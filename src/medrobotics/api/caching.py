@@ -2,7 +2,8 @@
 
 `cached` wraps a route's function. Identical requests (the same route, the same parameters as
 validated) within `MEDROBOTICS_ANALYTICS_CACHE_SECONDS` get the answer computed first; concurrent
-identical requests wait for one computation. Every answer carries an `ETag` and a short
+identical requests wait for one computation, and once it expires the next is computed while
+the last is still given (see AnswerCache). Every answer carries an `ETag` and a short
 `Cache-Control`, and a request whose `If-None-Match` names the current answer gets a 304.
 
 The key is the request alone, never the caller: only routes whose answers are the same for every
@@ -42,11 +43,19 @@ class Entry:
 
 
 class AnswerCache:
-    """Answers by key until they expire; at most `size` kept, the oldest dropped first."""
+    """Answers by key until they expire; at most `size` kept, the oldest dropped first.
 
-    def __init__(self, seconds: float, *, size: int = 512) -> None:
+    An answer just expired (by less than `seconds` more) is still given while one request
+    computes the next, so no caller waits on a recomputation: an answer is at most twice
+    `seconds` old, plus the time to compute it.
+    """
+
+    def __init__(
+        self, seconds: float, *, size: int = 512, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.seconds = seconds
         self.size = size
+        self.clock = clock
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self._pending: dict[Key, asyncio.Future[Entry]] = {}
 
@@ -57,20 +66,27 @@ class AnswerCache:
 
     async def get(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
         """Return the answer for `key`: a fresh one, the one being computed, or a new one."""
-        entry = self.fresh(key, time.monotonic())
-        if entry is not None:
+        now = self.clock()
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires > now:
             return entry
+        pending = self._refresh(key, compute)
+        if entry is not None and entry.expires + self.seconds > now:
+            return entry  # just expired: the next one is on its way
+        # Shielded: one caller going away must not cancel the others' answer.
+        return await asyncio.shield(pending)
+
+    def _refresh(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> asyncio.Future[Entry]:
         pending = self._pending.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fill(key, compute))
             self._pending[key] = pending
             pending.add_done_callback(functools.partial(self._settled, key))
-        # Shielded: one caller going away must not cancel the others' answer.
-        return await asyncio.shield(pending)
+        return pending
 
     async def _fill(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
         data = await compute()
-        entry = Entry(data, etag_of(data), time.monotonic() + self.seconds)
+        entry = Entry(data, etag_of(data), self.clock() + self.seconds)
         if self.seconds > 0:
             self._entries[key] = entry
             self._entries.move_to_end(key)

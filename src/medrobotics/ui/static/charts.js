@@ -69,7 +69,7 @@ export function timeChart(el, { x, series, height = 240, yLabel = "", onZoom, ba
 export function barChart(el, { labels, values, label, xLabel = "", height = 260, yLabel = "", format }) {
   const fmt = format || ((v) => compact.format(v));
   const x = labels.map((_, i) => i);
-  const many = labels.length > 12;
+  const many = labels.length > 6;
   const shown = labels.length <= 24; // more would overlap: the legend names the bar under the cursor
   const opts = {
     height,

@@ -25,10 +25,13 @@ export function overview(ctx) {
       const pages = await Promise.all(ROBOT_STATUSES.map((status) => q("/api/robots", { status, limit: 1 })));
       const total = pages.reduce((n, p) => n + p.total, 0);
       if (!total) return body.replaceChildren(empty("No robots registered yet."));
+      const box = el("div", { class: "chart", "data-chart": "fleet" });
       body.replaceChildren(
         tiles([["robots", num.format(total)], ...ROBOT_STATUSES.map((s, i) => [s, num.format(pages[i].total)])]),
-        el("p", { class: "legend-note" }, ...ROBOT_STATUSES.flatMap((s, i) => [link("/robots", `${s} (${pages[i].total})`, { status: s }), " "])),
+        box,
+        el("p", { class: "legend-note" }, "Robots: ", ...ROBOT_STATUSES.flatMap((s, i) => [link("/robots", s, { status: s }), " "])),
       );
+      barChart(box, { labels: ROBOT_STATUSES, values: pages.map((p) => p.total), label: "robots", xLabel: "status", height: 200 });
     }, { ctx }),
     card("Outcomes", async (body) => {
       const s = await q("/api/analytics/outcomes-summary", { days: 365 });
@@ -176,13 +179,14 @@ export function robot(ctx, id) {
       const u = await q("/api/analytics/robot-utilization", { days: 365, facility_id: r.facility_id });
       const mine = u.robots.find((x) => x.robot_id === id);
       const volume = await q("/api/analytics/procedure-volume", { interval: "week", days: 365, robot_id: id });
-      const items = [["utilization", pct(mine?.utilization)], ["hours in use", fmt(mine?.hours_in_use)], ["procedures", fmt(mine?.procedures)], ["last used", when(mine?.last_used_at)]];
+      const items = [["utilization", pct(mine?.utilization)], ["hours in use", fmt(mine?.hours_in_use)], ["procedures", fmt(mine?.procedures)], ["last used", mine?.last_used_at ? mine.last_used_at.slice(0, 10) : "–"]];
       if (!volume.buckets.length) return body.replaceChildren(tiles(items), empty("No procedures in the last 12 months."));
       const box = el("div", { class: "chart", "data-chart": "robot-volume" });
       body.replaceChildren(tiles(items), box);
       timeChart(box, {
         x: volume.buckets.map((b) => secs(b.bucket_start)),
-        series: [{ label: "procedures per week", values: volume.buckets.map((b) => b.procedures) }, { label: "hours per week", values: volume.buckets.map((b) => b.total_duration_minutes / 60) }],
+        series: [{ label: "hours in use", values: volume.buckets.map((b) => b.total_duration_minutes / 60) }],
+        yLabel: "hours per week",
         height: 200,
       });
     }, { ctx }),
