@@ -25,8 +25,10 @@ from datetime import date, datetime
 from typing import Any, get_type_hints
 
 import anyio.to_thread
-import orjson
 from fastapi import Request, Response
+from pydantic import TypeAdapter
+
+from medrobotics.web import dumps
 
 Key = tuple[Hashable, ...]
 PLAIN = (str, int, float, bool, type(None), datetime, date)
@@ -35,9 +37,9 @@ PLAIN = (str, int, float, bool, type(None), datetime, date)
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One computed answer: the data as the route returned it, and its entity tag."""
+    """One computed answer: its JSON, and its entity tag."""
 
-    data: Any
+    data: bytes
     etag: str
     expires: float
 
@@ -64,7 +66,7 @@ class AnswerCache:
         entry = self._entries.get(key)
         return entry if entry is not None and entry.expires > now else None
 
-    async def get(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
+    async def get(self, key: Key, compute: Callable[[], Awaitable[bytes]]) -> Entry:
         """Return the answer for `key`: a fresh one, the one being computed, or a new one."""
         now = self.clock()
         entry = self._entries.get(key)
@@ -76,7 +78,7 @@ class AnswerCache:
         # Shielded: one caller going away must not cancel the others' answer.
         return await asyncio.shield(pending)
 
-    def _refresh(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> asyncio.Future[Entry]:
+    def _refresh(self, key: Key, compute: Callable[[], Awaitable[bytes]]) -> asyncio.Future[Entry]:
         pending = self._pending.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fill(key, compute))
@@ -84,7 +86,7 @@ class AnswerCache:
             pending.add_done_callback(functools.partial(self._settled, key))
         return pending
 
-    async def _fill(self, key: Key, compute: Callable[[], Awaitable[Any]]) -> Entry:
+    async def _fill(self, key: Key, compute: Callable[[], Awaitable[bytes]]) -> Entry:
         data = await compute()
         entry = Entry(data, etag_of(data), self.clock() + self.seconds)
         if self.seconds > 0:
@@ -100,10 +102,9 @@ class AnswerCache:
             done.exception()  # retrieved here too: every waiter may have gone
 
 
-def etag_of(data: Any) -> str:
-    """Return a strong entity tag for an answer: a digest of its content."""
-    raw = orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    return f'"{hashlib.blake2b(raw, digest_size=16).hexdigest()}"'
+def etag_of(body: bytes) -> str:
+    """Return a strong entity tag for an answer: a digest of its bytes."""
+    return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
@@ -115,25 +116,29 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def cached(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """Serve a route's answers from the app's `AnswerCache` (`app.state.answers`)."""
+    """Serve a route's answers from the app's `AnswerCache` (`app.state.answers`).
+
+    The answer is kept as the JSON the route's `response_model` makes of it: a repeated
+    request costs neither the query nor the validation and serialization of a long list.
+    """
     hints = get_type_hints(func, include_extras=True)
     signature = inspect.signature(func)
     params = [p.replace(annotation=hints.get(p.name, Any)) for p in signature.parameters.values()]
     params += [
         inspect.Parameter("cache_request_", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter("cache_response_", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
     ]
     run = func if inspect.iscoroutinefunction(func) else None
 
-    async def route(cache_request_: Request, cache_response_: Response, **kwargs: Any) -> Any:
+    async def route(cache_request_: Request, **kwargs: Any) -> Response:
         answers: AnswerCache = cache_request_.app.state.answers
+        model = getattr(cache_request_.scope.get("route"), "response_model", None)
         key = (func.__qualname__, *sorted((k, v) for k, v in kwargs.items() if _plain(v)))
 
-        async def compute() -> Any:
+        async def compute() -> bytes:
             if run is not None:
-                return await run(**kwargs)
+                return _json(model, await run(**kwargs))
             # A plain function does blocking I/O: the thread pool, as FastAPI would run it.
-            return await anyio.to_thread.run_sync(functools.partial(func, **kwargs))
+            return await anyio.to_thread.run_sync(lambda: _json(model, func(**kwargs)))
 
         entry = await answers.get(key, compute)
         headers = {
@@ -142,8 +147,7 @@ def cached(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         }
         if matches(cache_request_.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=headers)
-        cache_response_.headers.update(headers)
-        return entry.data
+        return Response(entry.data, media_type="application/json", headers=headers)
 
     functools.update_wrapper(route, func, updated=())
     del route.__wrapped__  # type: ignore[attr-defined]  # FastAPI reads the signature below
@@ -151,6 +155,20 @@ def cached(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         parameters=params, return_annotation=hints.get("return", Any)
     )
     return route
+
+
+def _json(model: Any, data: Any) -> bytes:
+    # What FastAPI does with a returned value: validate it as the response model, dump it
+    # for JSON (by alias), write it as every answer is written.
+    if model is None:
+        return dumps(data)
+    adapter = _adapter(model)
+    return dumps(adapter.dump_python(adapter.validate_python(data), mode="json", by_alias=True))
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
 
 
 def _plain(value: Any) -> bool:
