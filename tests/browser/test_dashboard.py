@@ -208,6 +208,8 @@ def test_patient_fields_only_with_phi_read(platform: Platform, open_page: Any) -
     text = watch.page.inner_text("main")
     assert "not shown (needs a key with phi:read)" in text
     assert procedure["patient_id"] not in text
+    assert points(watch, "system_temperature") >= 100
+    watch.shot("procedure-without-phi")
     watch.assert_clean()
 
 
