@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(1024 * 1024, ge=1024, alias="MEDROBOTICS_MAX_LINE_BYTES")
     max_batch_records: int = Field(100_000, ge=1, alias="MEDROBOTICS_MAX_BATCH_RECORDS")
     max_page_size: int = Field(500, ge=1, le=10_000, alias="MEDROBOTICS_MAX_PAGE_SIZE")
+    analytics_cache_seconds: float = Field(
+        5.0, ge=0, le=300, alias="MEDROBOTICS_ANALYTICS_CACHE_SECONDS"
+    )
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="MEDROBOTICS_LOG_FORMAT")
     log_level: str = Field("INFO", alias="MEDROBOTICS_LOG_LEVEL")
 

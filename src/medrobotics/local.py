@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess  # nosec B404
 import sys
 import threading
@@ -61,6 +62,8 @@ def up(
 ) -> None:
     """Run the platform in the foreground until Ctrl-C or SIGTERM."""
     logs.configure(service="local-platform", fmt=settings.log_format, level=settings.log_level)
+    # Each server's "started" lines (three servers) say less than the banner below.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
     prepare_database(settings)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     front = f"http://{shown}:{port}"
@@ -77,6 +80,7 @@ def up(
             f"\n[bold green]medrobotics is up[/bold green] "
             f"({'embedded SQLite' if settings.db_url.startswith('sqlite') else 'PostgreSQL'}, "
             f"lake: {settings.s3_raw_bucket or settings.lake_dir})\n"
+            f"  [bold]dashboard:                    {front}/api/dashboard[/bold]\n"
             f"  front (as the load balancer): {front}   export ALB_URL={front}\n"
             f"  ingestion service:            http://{shown}:{ingestion_port}"
             f"   docs {front}/ingest/docs\n"

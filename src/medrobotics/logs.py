@@ -95,6 +95,8 @@ def configure(
     root.setLevel(level.upper())
     # The access log is ours (one line per request, with route template and request id).
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic tells each step at INFO; start-up says in one line what the migration did.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -611,3 +611,18 @@ def test_sigterm_drains_in_flight_request_and_exits_zero(stack: Stack) -> None:
     assert time.monotonic() - start < STOP_TIMEOUT_S
     code = podman("inspect", "--format", "{{.State.ExitCode}}", stack.api).stdout.strip()
     assert code == "0", f"api exit code {code}"
+
+
+def test_images_ship_the_dashboard_and_docs_libraries(images: Images) -> None:
+    # `make assets` (a step of `make venv`) puts them under src/, which the images copy.
+    probe = (
+        "import sys; from medrobotics.ui import STATIC, VENDOR; "
+        "names = ['uplot/uPlot.iife.min.js', 'swagger-ui/swagger-ui-bundle.js', "
+        "'redoc/redoc.standalone.js']; "
+        "missing = [n for n in names if not (VENDOR / n).is_file()]; "
+        "missing += [] if (STATIC / 'index.html').is_file() else ['index.html']; "
+        "print(missing); sys.exit(1 if missing else 0)"
+    )
+    for tag in (images.ingestion, images.api):
+        proc = podman("run", "--rm", "--network", "none", tag, "python", "-c", probe, check=False)
+        assert proc.returncode == 0, f"{tag}: {proc.stdout}{proc.stderr}"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from medrobotics.api.caching import cached
 from medrobotics.api.deps import EngineDep
 from medrobotics.api.params import End, FilterId, Start, window
 from medrobotics.domain.analytics import (
@@ -43,6 +44,7 @@ def _window(start: datetime, end: datetime) -> dict[str, Any]:
 
 
 @router.get("/robot-utilization", response_model=Utilization)
+@cached
 def robot_utilization(
     engine: EngineDep,
     days: Annotated[int, _days(365)] = 365,
@@ -58,6 +60,7 @@ def robot_utilization(
 
 
 @router.get("/outcomes-summary", response_model=OutcomesSummary)
+@cached
 def outcomes_summary(
     engine: EngineDep,
     days: Annotated[int, _days(365)] = 365,
@@ -72,6 +75,7 @@ def outcomes_summary(
 
 
 @router.get("/procedures-by-category", response_model=ProceduresByCategory)
+@cached
 def procedures_by_category(
     engine: EngineDep,
     days: Annotated[int, _days(30)] = 30,
@@ -86,6 +90,7 @@ def procedures_by_category(
 
 
 @router.get("/procedure-volume", response_model=ProcedureVolume)
+@cached
 def procedure_volume(
     engine: EngineDep,
     interval: Annotated[Interval, Query(description="Bucket: UTC day, week or month.")] = "day",
@@ -105,6 +110,7 @@ def procedure_volume(
 
 
 @router.get("/maintenance-costs", response_model=MaintenanceCosts)
+@cached
 def maintenance_costs(
     engine: EngineDep,
     days: Annotated[int, _days(365)] = 365,

@@ -11,10 +11,13 @@ from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__
 from medrobotics.api import analytics, fast, outcomes, procedures, robots
+from medrobotics.api.caching import AnswerCache
 from medrobotics.api.deps import document_page_size
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import Reader, make_engine, make_pool
+from medrobotics.ui.dashboard import install_dashboard
+from medrobotics.ui.docs import install_docs
 from medrobotics.web import (
     NO_OTEL,
     TIMES,
@@ -67,8 +70,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         description="Robots, procedures, outcomes, telemetry and analytics of the fleet. "
         "Identifiers are strings; every error has the same body. " + TIMES,
-        docs_url="/api/docs",
-        redoc_url="/api/redoc",
+        docs_url=None,  # served from the package below: install_docs
+        redoc_url=None,
         openapi_url="/api/openapi.json",
         default_response_class=ORJSONResponse,
         telemetry=NO_OTEL,
@@ -78,6 +81,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.reader = reader = Reader(engine, pool)
     app.state.settings = settings
     app.state.guard = guard = Guard(engine, settings)
+    app.state.answers = AnswerCache(settings.analytics_cache_seconds)
     app.fast = fast.FastReads(service=SERVICE, settings=settings, guard=guard, reader=reader)
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
@@ -87,5 +91,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/api/health")
     document_page_size(app, settings)
+    install_docs(app, prefix="/api")
+    install_dashboard(app)
 
     return app

@@ -42,6 +42,7 @@ from medrobotics.storage import batches as batches_q
 from medrobotics.storage import stats as stats_q
 from medrobotics.storage.db import make_engine, reading, transaction
 from medrobotics.storage.lake import open_lake
+from medrobotics.ui.docs import install_docs
 from medrobotics.web import (
     NO_OTEL,
     TIMES,
@@ -163,7 +164,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         description="Receives telemetry, procedures, outcomes, robots and maintenance records. "
         "Every error has the same body. " + TIMES,
-        docs_url="/ingest/docs",
+        docs_url=None,  # served from the package: install_docs
         redoc_url=None,
         openapi_url="/ingest/openapi.json",
         default_response_class=ORJSONResponse,
@@ -363,6 +364,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         )
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/ingest/health")
+    install_docs(app, prefix="/ingest")
 
     return app
 
