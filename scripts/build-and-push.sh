@@ -62,6 +62,14 @@ REVISION="$(git -C "${REPO_ROOT}" rev-parse HEAD 2>/dev/null || printf '%s' "${T
 CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "${REPO_ROOT}/pyproject.toml" | head -n 1)"
 [[ -n "${VERSION}" ]] || die "no version in ${REPO_ROOT}/pyproject.toml"
+# The images copy src/, browser libraries included (the dashboard, Swagger UI, ReDoc); a fresh
+# checkout has none until `make assets` fetches them from the npm registry.
+if [[ ! -f "${REPO_ROOT}/src/medrobotics/ui/static/vendor/.installed" ]]; then
+  require_tool make
+  require_tool npm
+  log "fetching the browser libraries (make assets)"
+  make -C "${REPO_ROOT}" --no-print-directory assets
+fi
 base_args=()
 if [[ -n "${BASE_IMAGE:-}" ]]; then
   base_args=(--build-arg "BASE=${BASE_IMAGE}")
