@@ -15,6 +15,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CFN_DIR = REPO_ROOT / "cloudformation"
 SCRIPTS_DIR = REPO_ROOT / "scripts"
+VENDOR = "src/medrobotics/ui/static/vendor"
+"""Where `make assets` puts the browser libraries the images ship."""
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -86,6 +88,8 @@ def make_sandbox(root: Path) -> Path:
     shutil.copytree(SCRIPTS_DIR, root / "scripts")
     shutil.copytree(CFN_DIR, root / "cloudformation")
     (root / "pyproject.toml").write_text('[project]\nname = "medrobotics"\nversion = "9.8.7"\n')
+    # `make assets` stands in for `npm ci` and the copy into the package (the real Makefile's).
+    (root / "Makefile").write_text(f"assets:\n\tmkdir -p {VENDOR}\n\ttouch {VENDOR}/.installed\n")
     for service in ("data-ingestion", "api-service"):
         (root / "services" / service).mkdir(parents=True)
         (root / "services" / service / "Dockerfile").write_text("FROM scratch\n")

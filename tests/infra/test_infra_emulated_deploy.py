@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from infra_support import HERE, VENV_BIN, find_tool, git_short_sha, make_sandbox
+from infra_support import HERE, VENDOR, VENV_BIN, find_tool, git_short_sha, make_sandbox
 
 ENV = "medrobotics"
 REGION = "us-east-1"
@@ -82,6 +82,7 @@ def deployment(moto_endpoint, tmp_path_factory):
     build = dep.script("build-and-push.sh")
     assert build.returncode == 0, build.stderr
     dep.tag = build.stdout.strip().splitlines()[-1]
+    dep.build_log = build.stderr
     dep.docker_log = docker_log
     dep.docker_calls = docker_log.read_text().splitlines()
     deploy = dep.script(
@@ -112,6 +113,9 @@ def test_images_are_tagged_with_the_commit_only_and_tags_are_immutable(deploymen
         assert "--build-arg VERSION=9.8.7 " in build
         assert "BASE=" not in build, "real builds use the Dockerfiles' pinned digest"
     assert deployment.docker_calls[0].startswith("login --username AWS --password-stdin")
+    # A fresh checkout has no browser libraries: they are fetched before the images are built.
+    assert "fetching the browser libraries (make assets)" in deployment.build_log
+    assert (deployment.root / VENDOR / ".installed").is_file()
 
 
 def test_pushing_the_same_commit_again_builds_nothing(deployment):
