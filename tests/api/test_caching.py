@@ -68,6 +68,14 @@ def test_if_none_match_gets_304_without_body(cached: TestClient, path: str) -> N
     assert stale.status_code == 200 and stale.json()
 
 
+@pytest.mark.parametrize("path", ANALYTICS)
+def test_the_document_lists_the_304_and_the_cache_headers(cached: TestClient, path: str) -> None:
+    answers = cached.get("/api/openapi.json").json()["paths"][path]["get"]["responses"]
+    assert set(answers["200"]["headers"]) == {"ETag", "Cache-Control"}
+    assert set(answers["304"]["headers"]) == {"ETag"}
+    assert "content" not in answers["304"]
+
+
 def test_repeated_requests_are_answered_from_the_cache(cached: TestClient, engine: Engine) -> None:
     path = "/api/analytics/outcomes-summary"
     before = cached.get(path, params=WINDOW).json()

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from medrobotics.api.caching import cached
+from medrobotics.api.caching import RESPONSES, cached
 from medrobotics.api.deps import EngineDep
 from medrobotics.api.params import End, FilterId, Start, window
 from medrobotics.domain.analytics import (
@@ -24,7 +24,9 @@ from medrobotics.storage import analytics
 from medrobotics.storage.db import reading
 from medrobotics.web import responses
 
-router = APIRouter(prefix="/api/analytics", tags=["analytics"], responses=responses("read"))
+router = APIRouter(
+    prefix="/api/analytics", tags=["analytics"], responses=responses("read") | RESPONSES
+)
 
 
 def _days(default: int) -> Any:

@@ -35,6 +35,24 @@ PLAIN = (str, int, float, bool, type(None), datetime, date)
 """Types of the parameter values that make up a key; dependencies (the engine) are left out."""
 
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "ETag": {"description": "Tag of this answer", "schema": {"type": "string"}},
+            "Cache-Control": {
+                "description": "`private, max-age=N`: N is the cache's seconds",
+                "schema": {"type": "string"},
+            },
+        }
+    },
+    304: {
+        "description": "Not modified: `If-None-Match` names the current answer's `ETag`",
+        "headers": {"ETag": {"description": "Tag of the answer", "schema": {"type": "string"}}},
+    },
+}
+"""What a `cached` route adds to its documented responses."""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One computed answer: its JSON, and its entity tag."""
