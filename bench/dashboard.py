@@ -15,16 +15,8 @@ import statistics
 
 import httpx
 from playwright.sync_api import sync_playwright
+from tests.browser import chromium as chromium_args
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 READY = """() => {
   const cards = [...document.querySelectorAll('section.card')];
   return cards.length > 0 && cards.every((c) => c.dataset.state === 'ready');
@@ -43,7 +35,7 @@ def main() -> None:
     times: list[float] = []
     assets: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=chromium_args.ARGS)
         for _ in range(args.runs):
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             if args.key:

@@ -26,18 +26,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.browser import chromium as chromium_args
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / ".work" / "browser"))
 CLI = [sys.executable, "-m", "medrobotics"]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 KEY_STORAGE = "medrobotics.apiKey"
 
@@ -140,7 +133,7 @@ def browser() -> Iterator[Any]:
     if chromium is None:
         pytest.fail("chromium is missing: .ci/browser.sh installs it (apt-get install chromium)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium, args=chromium_args.ARGS)
         yield b
         b.close()
 
