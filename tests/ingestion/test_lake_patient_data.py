@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from typer.testing import CliRunner
 
 from medrobotics import config
@@ -474,3 +474,29 @@ def test_the_documented_duckdb_query_reads_a_snapshot(engine: Engine, tmp_path: 
     ).fetchall()
     # Six procedures, four distinct patients (one came twice, one has no id).
     assert got == [("urological", 6, 4)]
+
+
+def test_a_snapshot_read_holds_up_no_writer(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(engine, tmp_path, MEDROBOTICS_LAKE_HASH_KEY=KEY)
+    _ingest(engine, settings)
+    monkeypatch.setattr(snapshots, "FETCH_ROWS", 2)
+    chunks = snapshots._chunks(engine, procedures)
+    seen = [r.procedure_id for r in next(chunks)]
+    if engine.dialect.name == "postgresql":
+        # The telemetry cutoff waits only for open ingest transactions: not for this read.
+        with engine.connect() as conn:
+            open_ = conn.execute(
+                text(
+                    "SELECT application_name FROM pg_stat_activity WHERE xact_start IS NOT NULL "
+                    "AND datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalars()
+            assert list(open_) == ["medrobotics-snapshot"]
+    # A writer commits meanwhile (WAL on SQLite); the snapshot keeps its one view.
+    model = flows.KINDS["procedures"].model
+    flows.write(engine, "procedures", [model.model_validate_json(orjson.dumps(f.procedure(9)))])
+    seen += [r.procedure_id for chunk in chunks for r in chunk]
+    assert seen == [f"proc-{n}" for n in range(1, 7)]
+    assert len(_db_rows(engine, procedures)) == 7

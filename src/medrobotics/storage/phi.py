@@ -12,10 +12,10 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from isal import isal_zlib
@@ -26,6 +26,7 @@ from medrobotics.storage import batches
 from medrobotics.storage.lake import LakeError
 
 log = logs.get("medrobotics.phi")
+T = TypeVar("T")
 
 PATIENT_ID = "patient_id"
 PATIENT_KEY = "patient_key"
@@ -59,20 +60,34 @@ class Hasher:
         return mac.hexdigest()
 
 
-def scrub(record: Mapping[str, Any], hasher: Hasher) -> dict[str, Any]:
-    """Apply the lake's patient-data rule to one record (fields in their order)."""
-    out: dict[str, Any] = {}
-    for name, value in record.items():
+def rule(fields: Mapping[str, T], key_of: Callable[[T], T]) -> dict[str, T]:
+    """Apply the lake's patient-data rule to `fields` (in their order).
+
+    `patient_id` becomes `patient_key`, its value mapped by `key_of`; the dropped fields go.
+    Values are a record's (scrub) or whole columns (scrub_columns): one rule for both.
+    """
+    out: dict[str, T] = {}
+    for name, value in fields.items():
         if name == PATIENT_ID:
-            out[PATIENT_KEY] = None if value is None else hasher(str(value))
+            out[PATIENT_KEY] = key_of(value)
         elif name not in DROPPED:
             out[name] = value
     return out
 
 
+def scrub(record: Mapping[str, Any], hasher: Hasher) -> dict[str, Any]:
+    """Apply the rule to one record."""
+    return rule(record, lambda v: None if v is None else hasher(str(v)))
+
+
+def scrub_columns(columns: Mapping[str, Sequence[Any]], hasher: Hasher) -> dict[str, Any]:
+    """Apply the rule to columns of values (a batch of rows)."""
+    return rule(columns, lambda ids: [None if v is None else hasher(str(v)) for v in ids])
+
+
 def fields(names: Iterable[str]) -> list[str]:
     """Return the field names a record with `names` has once scrubbed (the same rule)."""
-    return [PATIENT_KEY if n == PATIENT_ID else n for n in names if n not in DROPPED]
+    return list(rule(dict.fromkeys(names, ""), lambda v: v))
 
 
 # Batch payloads -------------------------------------------------------------------------------

@@ -18,12 +18,24 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Double, Engine, Integer, Table, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Double,
+    Engine,
+    Integer,
+    Table,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from medrobotics import logs
 from medrobotics.config import Settings
 from medrobotics.storage import phi
-from medrobotics.storage.db import transaction
+from medrobotics.storage.db import is_postgres, transaction
 from medrobotics.storage.lake import Lake, LocalLake, S3Lake
 from medrobotics.storage.tables import (
     UtcDateTime,
@@ -92,9 +104,11 @@ def write_snapshot(engine: Engine, lake: Lake, table: Table, key: str, hasher: p
         with pq.ParquetWriter(path, schema, compression="snappy") as writer:
             pending: list[Any] = []
             pending_rows = 0
+            names = list(table.c.keys())
             for chunk in _chunks(engine, table):
-                scrubbed = [phi.scrub(r._mapping, hasher) for r in chunk]
-                pending.append(pa.RecordBatch.from_pylist(scrubbed, schema=schema))
+                columns = dict(zip(names, (list(c) for c in zip(*chunk, strict=True)), strict=True))
+                scrubbed = phi.scrub_columns(columns, hasher)
+                pending.append(pa.RecordBatch.from_pydict(scrubbed, schema=schema))
                 pending_rows += len(chunk)
                 rows += len(chunk)
                 if pending_rows >= GROUP_ROWS:
@@ -118,6 +132,12 @@ def _chunks(engine: Engine, table: Table) -> Any:
     """
     order = list(table.primary_key.columns)
     with engine.connect() as conn, conn.begin():
+        if is_postgres(conn):
+            # The telemetry cutoff waits for open ingest transactions (application_name
+            # 'medrobotics'); this one writes nothing, so it must not hold the cutoff back.
+            conn.execute(
+                text("SELECT set_config('application_name', 'medrobotics-snapshot', true)")
+            )
         result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
             select(*table.c).order_by(*order)
         )
