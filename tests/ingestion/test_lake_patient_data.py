@@ -28,6 +28,7 @@ from medrobotics.cli import app as cli
 from medrobotics.ingestion import flows
 from medrobotics.ingestion.app import create_app
 from medrobotics.storage import archive, phi, snapshots
+from medrobotics.storage import batches as batches_q
 from medrobotics.storage.lake import Lake, LocalLake, S3Lake
 from medrobotics.storage.tables import archive_marks, maintenance, outcomes, procedures, robots
 from tests import factories as f
@@ -500,3 +501,20 @@ def test_a_snapshot_read_holds_up_no_writer(
     seen += [r.procedure_id for chunk in chunks for r in chunk]
     assert seen == [f"proc-{n}" for n in range(1, 7)]
     assert len(_db_rows(engine, procedures)) == 7
+
+
+def test_an_odd_body_is_still_scrubbed_not_stuck() -> None:
+    # A lone surrogate escape, which orjson refuses and the standard library reads: the
+    # payload is rewritten all the same rather than block every batch behind it.
+    hasher = phi.Hasher(KEY.encode())
+    body = (
+        b'{"procedure_id":"p-1\\ud800","patient_id":"pat-770001","patient_age":40}\n'
+        b'{"procedure_id":"p-2","patient_id":"pat-\\ud800","patient_gender":"F"}\n'
+    )
+    stored = batches_q.payload(entity="procedures", body=body, record_count=2).gzipped
+    assert stored is not None
+    got = gzip.decompress(phi.scrub_payload("procedures", stored, hasher)).splitlines()
+    assert [orjson.loads(line.replace(b"\\ud800", b"")) for line in got] == [
+        {"procedure_id": "p-1", "patient_key": _expected_key("pat-770001")},
+        {"procedure_id": "p-2", "patient_key": hasher("pat-\ud800")},
+    ]

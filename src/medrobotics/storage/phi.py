@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ class Hasher:
     def __call__(self, patient_id: str) -> str:
         """Return the patient key of `patient_id`."""
         mac = self._base.copy()
-        mac.update(patient_id.encode())
+        mac.update(patient_id.encode("utf-8", "surrogatepass"))  # any str the parser gave
         return mac.hexdigest()
 
 
@@ -105,20 +106,36 @@ def scrub_payload(entity: str, gzipped: bytes, hasher: Hasher) -> bytes:
         return gzipped
     body = isal_zlib.decompress(gzipped, wbits=31)  # gzip framing
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        doc = _loads(body)
+    except ValueError:
         doc = None  # NDJSON: more than one document
     packer = batches.packer()
     if isinstance(doc, dict) and isinstance(doc.get("records"), list):
         doc["records"] = [scrub(r, hasher) for r in doc["records"]]
-        return packer.compress(orjson.dumps(doc)) + packer.flush()
+        return packer.compress(_dumps(doc)) + packer.flush()
     del doc
     out = [
-        packer.compress(orjson.dumps(scrub(orjson.loads(line), hasher)) + b"\n")
+        packer.compress(_dumps(scrub(_loads(line), hasher)) + b"\n")
         for line in body.splitlines()
         if line.strip()
     ]
     return b"".join(out) + packer.flush()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # What ingestion's parser took and orjson does not (integers past 64 bits): the
+        # standard library reads it, so one odd body never blocks the batches behind it.
+        return json.loads(data)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: what only the standard library read
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 # The key --------------------------------------------------------------------------------------
