@@ -10,7 +10,7 @@ import io
 import re
 import stat
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,10 @@ from tests import factories as f
 from tests.support.logcapture import captured
 
 KEY = "k" * 24 + "0123456789abcdef"  # a test key (40 characters)
-NOW = datetime(2025, 11, 3, 8, 30, tzinfo=UTC)
+# Today: a pass keeps the telemetry partitions ahead of `now`, and an older month left behind
+# would be retired by the retention tests that share the PostgreSQL database.
+NOW = datetime.now(UTC).replace(hour=8, minute=30, second=0, microsecond=0)
+DAY = NOW.date().isoformat()
 PATIENTS = [f"pat-{n}" for n in (770001, 770002, 770003, 770004, 770005)]
 NOTES = "SECRET PATIENT notes"
 GENDERS = ("Xenogender-770", "Gender-unlisted-771")
@@ -174,11 +177,11 @@ def test_snapshots_are_the_tables_under_the_rule(
     report = archive.run_once(engine, lake, settings, now=NOW)
     assert report.snapshots == 4 and not report.refused
     assert lake.list("raw/snapshots/") == [
-        f"raw/snapshots/{t}/date=2025-11-03/{t}.parquet"
+        f"raw/snapshots/{t}/date={DAY}/{t}.parquet"
         for t in ("maintenance", "outcomes", "procedures", "robots")
     ]
     for table in (robots, procedures, outcomes, maintenance):
-        data = lake.get(f"raw/snapshots/{table.name}/date=2025-11-03/{table.name}.parquet")
+        data = lake.get(f"raw/snapshots/{table.name}/date={DAY}/{table.name}.parquet")
         parquet = pq.ParquetFile(io.BytesIO(data))
         got = parquet.read()
         want = [_scrubbed(r) for r in _db_rows(engine, table)]
@@ -263,10 +266,10 @@ def test_snapshots_once_per_day(engine: Engine, tmp_path: Path) -> None:
         f"snapshot:{t}" for t in ("robots", "procedures", "outcomes", "maintenance")
     }
     # The first pass of the next UTC day writes that day's snapshots, with what changed.
-    tomorrow = datetime(2025, 11, 4, 0, 0, 5, tzinfo=UTC)
+    tomorrow = NOW.replace(hour=0, minute=0, second=5) + timedelta(days=1)
     assert archive.run_once(engine, lake, settings, now=tomorrow).snapshots == 4
     robots_then = pq.read_table(
-        io.BytesIO(lake.get(snapshots.snapshot_key("robots", date(2025, 11, 4), prefix="raw/")))
+        io.BytesIO(lake.get(snapshots.snapshot_key("robots", tomorrow.date(), prefix="raw/")))
     )
     assert robots_then.column("robot_id").to_pylist() == ["robot-1", "robot-2", "robot-3"]
     assert len(lake.list("raw/snapshots/")) == 8
@@ -468,7 +471,7 @@ def test_the_documented_duckdb_query_reads_a_snapshot(engine: Engine, tmp_path: 
     lake = LocalLake(settings.lake_dir)
     _ingest(engine, settings)
     archive.run_once(engine, lake, settings, now=NOW)
-    folder = settings.lake_dir / "raw" / "snapshots" / "procedures" / "date=2025-11-03"
+    folder = settings.lake_dir / "raw" / "snapshots" / "procedures" / f"date={DAY}"
     got = duckdb.sql(
         "SELECT procedure_category, count(*) AS procedures, count(DISTINCT patient_key) "
         f"AS patients FROM read_parquet('{folder}/*.parquet') GROUP BY procedure_category"

@@ -128,7 +128,7 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    then apply retention."""
+    apply retention, and write the day's snapshots if not yet done."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
