@@ -388,7 +388,7 @@ def seed(
 
 @app.command("archive")
 def archive_cmd(data_dir: DataDir = None) -> None:
-    """Export committed telemetry and batch payloads to the lake until caught up."""
+    """Export committed telemetry, batch payloads and the day's snapshots to the lake."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from medrobotics.errors import Unavailable
@@ -423,12 +423,20 @@ def archive_cmd(data_dir: DataDir = None) -> None:
             f"retention: {report.partitions_dropped} partitions dropped, "
             f"{report.rows_deleted} rows deleted"
         )
+    if report.snapshots:
+        typer.echo(f"snapshots: {report.snapshots} tables")
     if report.skipped:
         typer.echo(f"skipped (another archiver is running): {', '.join(report.skipped)}")
     typer.echo(
         f"pending: {lag['pending_rows']} samples (oldest {lag['lag_seconds']:.0f} s), "
         f"{lag['pending_batches']} batches"
     )
+    if report.refused:
+        console.print(
+            f"[red]not exported: {', '.join(report.refused)} (the lake is S3 and "
+            "MEDROBOTICS_LAKE_HASH_KEY is not set)[/red]"
+        )
+        raise typer.Exit(1)
 
 
 def main() -> None:

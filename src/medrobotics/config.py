@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     lake_prefix: str = Field("raw/", alias="MEDROBOTICS_LAKE_PREFIX")
     lake_kms_key_id: str | None = Field(None, alias="MEDROBOTICS_LAKE_KMS_KEY_ID")
     s3_endpoint_url: str | None = Field(None, alias="MEDROBOTICS_S3_ENDPOINT_URL")
+    # Keys the hash that replaces patient ids in the lake (storage.phi). In AWS a Secrets
+    # Manager secret injected into the archiver; unset with the local lake, a key generated
+    # once into the data folder; unset with S3, no batch payload or snapshot is exported.
+    lake_hash_key: SecretStr | None = Field(None, min_length=32, alias="MEDROBOTICS_LAKE_HASH_KEY")
     archive_interval_s: float = Field(30.0, gt=0, alias="MEDROBOTICS_ARCHIVE_INTERVAL")
     archive_batch_rows: int = Field(200_000, ge=1, alias="MEDROBOTICS_ARCHIVE_BATCH_ROWS")
     archive_enabled: bool = Field(True, alias="MEDROBOTICS_ARCHIVE")
@@ -100,6 +104,11 @@ class Settings(BaseSettings):
     def _prefix_slash(cls, value: str) -> str:
         value = value.strip("/")
         return f"{value}/" if value else ""
+
+    @field_validator("lake_hash_key", mode="before")
+    @classmethod
+    def _empty_key_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("earliest_time")
     @classmethod

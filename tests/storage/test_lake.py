@@ -67,3 +67,22 @@ def test_s3_unreachable_is_a_lake_error(bucket: str) -> None:
         lake.put("raw/x", b"x")
     with pytest.raises(LakeError):
         lake.list("raw/")
+
+
+def test_put_file_writes_one_whole_object(tmp_path: Path, s3_endpoint: str, bucket: str) -> None:
+    # Above boto3's multipart threshold (8 MiB): S3 shows the object only once it is complete.
+    source = tmp_path / "big.bin"
+    data = bytes(range(256)) * (9 * 4096)
+    source.write_bytes(data)
+    local = LocalLake(tmp_path / "lake")
+    local.put_file("raw/s/date=2024-01-01/big.bin", source)
+    assert local.get("raw/s/date=2024-01-01/big.bin") == data
+    assert not [p for p in (tmp_path / "lake").rglob(".tmp-*")]
+    s3 = S3Lake(bucket, endpoint_url=s3_endpoint)
+    s3.put_file("raw/s/big.bin", source)
+    assert s3.get("raw/s/big.bin") == data
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    head = client.head_object(Bucket=bucket, Key="raw/s/big.bin")
+    assert head["ServerSideEncryption"] == "AES256"
+    with pytest.raises(LakeError):
+        S3Lake(bucket, endpoint_url=closed_port_url()).put_file("raw/x", source)

@@ -30,7 +30,7 @@ from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import partitions
+from medrobotics.storage import partitions, phi, snapshots
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -39,8 +39,13 @@ log = logs.get("medrobotics.archive")
 
 TELEMETRY = "telemetry"
 BATCHES = "batches"
+SNAPSHOTS = "snapshots"
 # Session advisory lock ids, one per stream ("mrlake" + n): constant across every task.
-LOCK_IDS = {TELEMETRY: 0x6D726C616B650001, BATCHES: 0x6D726C616B650002}
+LOCK_IDS = {
+    TELEMETRY: 0x6D726C616B650001,
+    BATCHES: 0x6D726C616B650002,
+    SNAPSHOTS: 0x6D726C616B650007,
+}
 BATCHES_PER_RUN = 200  # payloads up to the body limit each: bounds one run's memory and time
 BACKOFF_CAP_S = 300.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,7 +95,10 @@ class Report:
     partitions_created: int = 0
     partitions_dropped: int = 0
     rows_deleted: int = 0
+    snapshots: int = 0
     skipped: list[str] = field(default_factory=list)
+    # Streams not exported for want of the lake hash key (an S3 lake without one).
+    refused: list[str] = field(default_factory=list)
     more: bool = False
 
     def add(self, other: Report) -> None:
@@ -102,7 +110,9 @@ class Report:
         self.partitions_created += other.partitions_created
         self.partitions_dropped += other.partitions_dropped
         self.rows_deleted += other.rows_deleted
+        self.snapshots += other.snapshots
         self.skipped.extend(s for s in other.skipped if s not in self.skipped)
+        self.refused.extend(s for s in other.refused if s not in self.refused)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    then apply retention."""
+    apply retention, and write the day's snapshots if not yet done."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
@@ -134,6 +144,7 @@ def run_once(
             export_batches(engine, lake, settings, report)
         else:
             report.skipped.append(BATCHES)
+    export_snapshots(engine, lake, settings, report, now=now)
     return report
 
 
@@ -330,9 +341,17 @@ def export_batches(engine: Engine, lake: Lake, settings: Settings, report: Repor
         pending = batches_q.pending(conn, limit=BATCHES_PER_RUN)
     if not pending:
         return
+    try:
+        hasher = phi.hasher(settings)
+    except phi.NoHashKey as exc:
+        _refuse(report, BATCHES, exc)
+        return
     for row in pending:
         if row.payload is not None:
-            lake.put(batch_key(row, prefix=settings.lake_prefix), row.payload)
+            # The stored object is the body with the patient-data rule applied; the batch id
+            # stays the hash of the body as received.
+            data = phi.scrub_payload(row.entity, row.payload, hasher)
+            lake.put(batch_key(row, prefix=settings.lake_prefix), data)
     with transaction(engine) as conn:
         batches_q.mark_archived(conn, batch_ids=[r.batch_id for r in pending], at=_utcnow())
     report.batches += len(pending)
@@ -344,6 +363,29 @@ def batch_key(row: Any, *, prefix: str) -> str:
     """Return a batch's object key: entity, day first received, content hash."""
     day = _aware(row.received_at).date().isoformat()
     return f"{prefix}batches/entity={row.entity}/date={day}/{row.batch_id}.json.gz"
+
+
+# Snapshots ------------------------------------------------------------------------------------
+
+
+def export_snapshots(
+    engine: Engine, lake: Lake, settings: Settings, report: Report, *, now: datetime | None = None
+) -> None:
+    """Write the day's table snapshots on the first pass of each UTC day (storage.snapshots)."""
+    with exclusive(engine, SNAPSHOTS) as mine:
+        if not mine:
+            report.skipped.append(SNAPSHOTS)
+            return
+        try:
+            report.snapshots += len(snapshots.export_due(engine, lake, settings, now=now))
+        except phi.NoHashKey as exc:
+            _refuse(report, SNAPSHOTS, exc)
+
+
+def _refuse(report: Report, stream: str, exc: phi.NoHashKey) -> None:
+    # The other streams go on; the CLI fails and the log says why, without any data.
+    report.refused.append(stream)
+    log.error("lake_export_refused", stream=stream, reason=str(exc))
 
 
 # Retention ------------------------------------------------------------------------------------

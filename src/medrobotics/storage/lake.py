@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from medrobotics.config import Settings
 
@@ -41,13 +43,25 @@ class LocalLake:
 
     def put(self, key: str, data: bytes) -> None:
         """Write atomically: readers never see half an object, a retry replaces it whole."""
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Write a file's content as one object, atomically, without reading it into memory."""
+
+        def copy(fh: BinaryIO) -> None:
+            with source.open("rb") as src:
+                shutil.copyfileobj(src, fh, 1024 * 1024)
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    fill(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
@@ -105,6 +119,13 @@ class S3Lake:
         """Write one object with server-side encryption (a PUT replaces any previous one)."""
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._sse)
+        except Exception as exc:
+            raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Write a file's content as one object: in parts when large, visible only when whole."""
+        try:
+            self._client.upload_file(str(source), self.bucket, key, ExtraArgs=dict(self._sse))
         except Exception as exc:
             raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
 
