@@ -30,7 +30,7 @@ from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import partitions
+from medrobotics.storage import manifest, partitions
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -123,6 +123,10 @@ def run_once(
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
             export_telemetry(engine, lake, settings, report)
+            # Compaction rewrites the manifests the export writes: under the same lock.
+            from medrobotics.storage import compact
+
+            compact.scheduled(engine, lake, settings, now=now)
             ahead = partitions.months_from(now or _utcnow(), settings.partitions_ahead)
             report.partitions_created += len(partitions.ensure(engine, months=ahead))
             if settings.telemetry_retention_days:
@@ -202,6 +206,8 @@ def export_telemetry(engine: Engine, lake: Lake, settings: Settings, report: Rep
     objects = telemetry_objects(rows, window, prefix=settings.lake_prefix)
     for object_key, data in objects.items():
         lake.put(object_key, data)
+    # Readers follow the manifests: the window is visible once they list it, mark or not.
+    manifest.add(lake, settings.lake_prefix, objects)
     with transaction(engine) as conn:
         advance_mark(conn, stream=TELEMETRY, window=window, rows=len(rows))
     report.telemetry_rows += len(rows)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +28,18 @@ class Lake(Protocol):
     def list(self, prefix: str = "") -> list[str]:
         """Return every key under `prefix`, sorted."""
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Write (or overwrite) one object from a local file, without holding it in memory."""
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy one object to a local file, without holding it in memory."""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects; a key already gone is not an error."""
+
+    def uri(self, key: str) -> str:
+        """Return the full address readers use: `s3://bucket/key`, or an absolute path."""
+
 
 class LocalLake:
     """A folder standing in for the bucket."""
@@ -41,13 +55,25 @@ class LocalLake:
 
     def put(self, key: str, data: bytes) -> None:
         """Write atomically: readers never see half an object, a retry replaces it whole."""
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Copy a local file in atomically, like `put`."""
+
+        def copy(fh: Any) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Any) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    fill(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
@@ -56,6 +82,25 @@ class LocalLake:
                 raise
         except OSError as exc:
             raise LakeError(f"cannot write to the lake folder: {exc.strerror}") from exc
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy one object to a local file."""
+        try:
+            shutil.copyfile(self._path(key), path)
+        except OSError as exc:
+            raise LakeError(f"cannot read from the lake folder: {exc.strerror}") from exc
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects; a key already gone is not an error."""
+        try:
+            for key in keys:
+                self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot remove objects in the lake folder: {exc.strerror}") from exc
+
+    def uri(self, key: str) -> str:
+        """Return the object's absolute path."""
+        return str(self._path(key).absolute())
 
     def get(self, key: str) -> bytes:
         """Read one object."""
@@ -128,6 +173,39 @@ class S3Lake:
         except Exception as exc:
             raise LakeError(f"S3 list failed: {_reason(exc)}") from exc
         return sorted(keys)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file (multipart when large), encrypted like `put`."""
+        try:
+            self._client.upload_file(str(path), self.bucket, key, ExtraArgs=dict(self._sse))
+        except Exception as exc:
+            raise LakeError(f"S3 upload failed: {_reason(exc)}") from exc
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download one object to a local file."""
+        try:
+            self._client.download_file(self.bucket, key, str(path))
+        except Exception as exc:
+            raise LakeError(f"S3 download failed: {_reason(exc)}") from exc
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects, a thousand per request; a key already gone is not an error."""
+        todo = list(keys)
+        for i in range(0, len(todo), 1000):
+            chunk = [{"Key": k} for k in todo[i : i + 1000]]
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+                )
+            except Exception as exc:
+                raise LakeError(f"S3 delete failed: {_reason(exc)}") from exc
+            errors = answer.get("Errors") or []
+            if errors:
+                raise LakeError(f"S3 delete failed: {errors[0].get('Code', 'unknown')}")
+
+    def uri(self, key: str) -> str:
+        """Return `s3://bucket/key`."""
+        return f"s3://{self.bucket}/{key}"
 
 
 def _client(endpoint_url: str | None) -> Any:
