@@ -63,7 +63,7 @@ def _ingest(engine: Engine, n: int, *, start: datetime = T0, seed: int = 0) -> N
 
 def _archived(engine: Engine, lake: Lake, tmp_path: Path, n: int = 48) -> config.Settings:
     """Samples over two closed days, archived in many small windows (many parts a day)."""
-    settings = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=5)
+    settings = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=9)
     _ingest(engine, n)
     archive.run_until_caught_up(engine, lake, settings)
     return settings
@@ -115,6 +115,26 @@ def _assert_once(engine: Engine, lake: Lake) -> None:
 
 def _folders(keys: Iterable[str]) -> Counter[str]:
     return Counter(k.rsplit("/", 1)[0] for k in keys)
+
+
+class NoManifests:
+    """An archiver from before manifests: it writes parts and never a manifest."""
+
+    def __init__(self, inner: Lake) -> None:
+        self.inner = inner
+
+    def put(self, key: str, data: bytes) -> None:
+        if not key.endswith("/manifest"):
+            self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [k for k in self.inner.list(prefix) if not k.endswith("/manifest")]
+
+    def uri(self, key: str) -> str:
+        return self.inner.uri(key)
 
 
 class Crashing:
@@ -318,6 +338,22 @@ def test_a_day_from_before_manifests(engine: Engine, tmp_path: Path) -> None:
     assert _compact(engine, lake, settings).days == []  # found through the manifests only
     report = _compact(engine, lake, settings, discover=True)
     assert {d.day for d in report.days} == {DAY1, DAY2}
+    _assert_once(engine, lake)
+
+
+def test_parts_no_manifest_lists_are_adopted(engine: Engine, lake: Lake, tmp_path: Path) -> None:
+    settings = _archived(engine, lake, tmp_path)
+    _compact(engine, lake, settings)
+    # An older archiver, still running during a rollout, adds a day's samples without a word
+    # to the manifests: compaction must fold them in, not take them for leftovers.
+    _ingest(engine, 6, start=T0 + timedelta(hours=2), seed=5)
+    archive.run_until_caught_up(engine, NoManifests(lake), settings)  # type: ignore[arg-type]
+    unlisted = set(_objects(lake)) - set(_manifested(lake))
+    assert unlisted
+    _compact(engine, lake, settings)
+    assert not unlisted & set(_objects(lake))
+    assert sorted(_manifested(lake)) == _objects(lake)
+    assert set(_folders(_objects(lake)).values()) == {1}
     _assert_once(engine, lake)
 
 

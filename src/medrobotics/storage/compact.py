@@ -6,11 +6,12 @@ are rewritten into `compact-<token>-<seq>.parquet` (several when larger than the
 `token` a hash of the input keys, so a re-run after a crash writes the same keys.
 
 Order, so a reader following the manifests never sees a sample twice or misses one:
-1. delete what the manifest does not list (what a crashed run left: outputs never published,
-   or inputs already replaced); 2. write the compacted objects; 3. publish the manifest with
-   them instead of their inputs (the commit point); 4. delete the inputs. A crash before 3
-   leaves the old set in force; a crash after 3 leaves only garbage that step 1 removes next
-   time. The caller holds the telemetry stream's lock, so no window is being written meanwhile,
+1. tidy what the manifest does not list (what a crashed run left: outputs never published are
+   deleted, inputs a committed compacted object records as replaced are deleted, any other
+   part is added to the manifest); 2. write the compacted objects, each recording its input
+   keys in its Parquet metadata; 3. publish the manifest with them instead of their inputs
+   (the commit point); 4. delete the inputs. A crash before 3 leaves the old set in force; a
+   crash after 3 leaves only replaced objects that step 1 removes next time. The caller holds the telemetry stream's lock, so no window is being written meanwhile,
    and days a pinned (unfinished) window touches are left alone: their objects may not all be
    in the manifest yet. A sample arriving late for a compacted day is a new part of that day,
    added to its manifest by the archiver and folded in by the next compaction.
@@ -40,6 +41,8 @@ from medrobotics.storage.tables import archive_marks, telemetry
 log = logs.get("medrobotics.compact")
 
 ROW_GROUP_ROWS = 131_072  # rows read and written at a time: bounds memory per robot
+# Parquet key-value metadata of a compacted object: the keys it replaced, one per line.
+COMPACTED_FROM = b"medrobotics.compacted_from"
 SORT_ROWS = 250_000  # overlapping inputs up to this many rows are sorted together in memory
 
 _last_run: dict[tuple[str, str], datetime] = {}
@@ -194,12 +197,27 @@ def compact_day(
         raise LakeError(f"the manifest of {day.isoformat()} lists missing objects")
     result = DayReport(day, objects_before=len(current), objects_after=len(current))
     stray = [k for k in listed if k not in current]
-    if stray:
-        lake.delete(stray)
-        result.deleted += len(stray)
+    # Compacted objects the manifest does not list were never committed; parts it does not
+    # list were replaced by a committed compaction (their names are in its objects), or else
+    # come from an archiver that wrote no manifest (an older version during a rollout) and
+    # are adopted.
+    junk = [k for k in stray if _name(k).startswith("compact-")]
+    orphans = [k for k in stray if not _name(k).startswith("compact-")]
+    if orphans:
+        folders_ = {_folder(k) for k in orphans}
+        replaced_ = _replaced(lake, [k for k in current if _folder(k) in folders_], tmp)
+        junk += [k for k in orphans if k in replaced_]
+        adopted = [k for k in orphans if k not in replaced_]
+        if adopted:
+            current.update(adopted)
+            manifest.publish(lake, prefix, day, current)
+            result.objects_after = len(current)
+    if junk:
+        lake.delete(junk)
+        result.deleted += len(junk)
     folders: dict[str, list[str]] = {}
     for key in current:
-        folders.setdefault(key.rsplit("/", 1)[0], []).append(key)
+        folders.setdefault(_folder(key), []).append(key)
     replaced: set[str] = set()
     written: set[str] = set()
     for folder, keys in sorted(folders.items()):
@@ -230,6 +248,25 @@ def compact_day(
     return result
 
 
+def _replaced(lake: Lake, keys: Iterable[str], tmp: Path) -> set[str]:
+    # The input keys each compacted object records; one object per token is enough.
+    import pyarrow.parquet as pq
+
+    out: set[str] = set()
+    seen: set[str] = set()
+    for key in sorted(keys):
+        name = _name(key)
+        if not name.startswith("compact-") or name.split("-")[1] in seen:
+            continue
+        seen.add(name.split("-")[1])
+        path = tmp / "footer.parquet"
+        lake.get_file(key, path)
+        meta = pq.read_metadata(path).metadata or {}
+        out.update(meta.get(COMPACTED_FROM, b"").decode().split())
+        path.unlink()
+    return out
+
+
 def token(keys: Iterable[str]) -> str:
     """Return the name shared by the outputs of one set of inputs: a hash of their keys."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
@@ -254,7 +291,7 @@ def rewrite(
     """
     import pyarrow.parquet as pq
 
-    schema = file_schema()
+    schema = file_schema().with_metadata({COMPACTED_FROM: "\n".join(sorted(inputs))})
     files = []
     for n, key in enumerate(inputs):
         path = tmp / f"in-{n}.parquet"
@@ -417,6 +454,14 @@ def _overlapping(files: list[Any]) -> list[list[Any]]:
             clusters.append([f])
             end = f[1]
     return clusters
+
+
+def _name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _folder(key: str) -> str:
+    return key.rsplit("/", 1)[0]
 
 
 def _utc(value: datetime) -> datetime:
