@@ -11,10 +11,12 @@ Order, so a reader following the manifests never sees a sample twice or misses o
    part is added to the manifest); 2. write the compacted objects, each recording its input
    keys in its Parquet metadata; 3. publish the manifest with them instead of their inputs
    (the commit point); 4. delete the inputs. A crash before 3 leaves the old set in force; a
-   crash after 3 leaves only replaced objects that step 1 removes next time. The caller holds the telemetry stream's lock, so no window is being written meanwhile,
-   and days a pinned (unfinished) window touches are left alone: their objects may not all be
-   in the manifest yet. A sample arriving late for a compacted day is a new part of that day,
-   added to its manifest by the archiver and folded in by the next compaction.
+   crash after 3 leaves only replaced objects that step 1 removes next time.
+
+The caller holds the telemetry stream's lock, so no window is being written meanwhile, and
+days a pinned (unfinished) window touches are left alone: their objects may not all be in the
+manifest yet. A sample arriving late for a compacted day is a new part of that day, added to
+its manifest by the archiver and folded in by the next compaction.
 """
 
 from __future__ import annotations
