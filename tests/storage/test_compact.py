@@ -330,6 +330,24 @@ def test_the_archiver_pass_compacts_closed_days(engine: Engine, lake: Lake, tmp_
     _assert_once(engine, lake)
 
 
+def test_a_failed_compaction_does_not_stop_the_pass(
+    engine: Engine, lake: Lake, tmp_path: Path
+) -> None:
+    settings = _settings(
+        engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=9, MEDROBOTICS_COMPACT_INTERVAL=0
+    )
+    _ingest(engine, 48)
+    crashing = Crashing(lake, delete=True)
+    report = archive.run_until_caught_up(engine, crashing, settings)
+    assert report.telemetry_rows == 48 and crashing.uploaded  # compactions ran and failed
+    assert set(_objects(lake)) > set(_manifested(lake))
+    _assert_once(engine, lake)
+    archive.run_once(engine, lake, settings)  # the next pass finishes the job
+    assert sorted(_manifested(lake)) == _objects(lake)
+    assert set(_folders(_objects(lake)).values()) == {1}
+    _assert_once(engine, lake)
+
+
 def test_a_day_from_before_manifests(engine: Engine, tmp_path: Path) -> None:
     lake = LocalLake(tmp_path / "lake")
     settings = _archived(engine, lake, tmp_path)

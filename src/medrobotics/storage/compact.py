@@ -89,17 +89,26 @@ class Report:
 def scheduled(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report | None:
-    """Compact closed days if the interval passed since this process last did; the caller
-    holds the telemetry lock."""
+    """Compact closed days if the interval passed since this process last tried; the caller
+    holds the telemetry lock. A failure is logged, not raised."""
     now = now or datetime.now(UTC)
     where = (str(engine.url), lake.uri(manifest.manifest_key(settings.lake_prefix, date.min)))
     with _last_run_guard:
         last = _last_run.get(where)
     if last is not None and now - last < timedelta(seconds=settings.compact_interval_s):
         return None
-    report = compact(engine, lake, settings, now=now)
     with _last_run_guard:
         _last_run[where] = now
+    try:
+        report = compact(engine, lake, settings, now=now)
+    except Exception as exc:
+        # The export of this pass is done and the batches' is still due: a compaction that
+        # failed waits for the next interval (whatever it left, the next run finishes).
+        log.warning(
+            "lake_compaction_failed",
+            error=str(exc) if isinstance(exc, LakeError) else type(exc).__name__,
+        )
+        return None
     if report.written or report.deleted:
         log.info(
             "lake_compacted",
@@ -415,7 +424,7 @@ def _conform(data: Any, schema: Any, robot_id: str) -> Any:
         if fld.name in data.schema.names:
             columns.append(data.column(fld.name).cast(fld.type))
         elif fld.name == "robot_id":
-            columns.append(pa.array([robot_id] * n, type=pa.string()))
+            columns.append(pa.nulls(n, type=pa.string()).fill_null(robot_id))
         else:
             columns.append(pa.nulls(n, type=fld.type))
     if isinstance(data, pa.Table):
