@@ -118,15 +118,11 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    then apply retention."""
+    apply retention, then compact closed days when due."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
             export_telemetry(engine, lake, settings, report)
-            # Compaction rewrites the manifests the export writes: under the same lock.
-            from medrobotics.storage import compact
-
-            compact.scheduled(engine, lake, settings, now=now)
             ahead = partitions.months_from(now or _utcnow(), settings.partitions_ahead)
             report.partitions_created += len(partitions.ensure(engine, months=ahead))
             if settings.telemetry_retention_days:
@@ -138,6 +134,12 @@ def run_once(
             export_batches(engine, lake, settings, report)
         else:
             report.skipped.append(BATCHES)
+    with exclusive(engine, TELEMETRY) as mine:
+        if mine:
+            # Compaction rewrites the manifests the export writes: under the same lock.
+            from medrobotics.storage import compact
+
+            compact.scheduled(engine, lake, settings, now=now)
     return report
 
 
