@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench import ceiling, data, report, tools
+from bench import ceiling, compaction, data, report, tools
 from bench.pg import SETTINGS, Cluster
 from bench.tools import BIN, COMMANDS, RssSampler, Service, free_port, rss_mb, spread, wrk
 
@@ -39,6 +39,8 @@ FULL = {
     "per_procedure": 1_000,
     "analytics_seconds": 10.0,
     "cold_starts": 5,
+    "compact_samples": 1_000_000,
+    "compact_robots": 100,
 }
 QUICK = {
     "seconds": 3.0,
@@ -51,6 +53,8 @@ QUICK = {
     "per_procedure": 1_000,
     "analytics_seconds": 2.0,
     "cold_starts": 3,
+    "compact_samples": 100_000,
+    "compact_robots": 10,
 }
 PACKAGES = [
     "fastapi",
@@ -609,6 +613,30 @@ class Bench:
         finally:
             svc.stop()
 
+    def compaction(self) -> None:
+        """Lake rows: compaction rows/s, objects per 1,000,000 samples before and after."""
+        n, robots = self.s["compact_samples"], self.s["compact_robots"]
+        log(f"compaction: {n:,} samples of {robots} robots over one closed day")
+        got = compaction.measure(self.url, samples=n, robots=robots)
+        self.extra["compaction"] = got
+        self.figure(
+            "compaction_rows",
+            f"Compaction of a closed day: {n:,} samples, {robots} robots at "
+            f"{compaction.HZ} Hz, archived in {compaction.WINDOW_S} s windows",
+            "rows/s",
+            [got["rows_per_s"]],
+            target="(reference)",
+        )
+        self.figure(
+            "objects_per_million",
+            "Lake objects per 1,000,000 samples at steady state (after compaction)",
+            "objects",
+            [got["per_million_after"]],
+            target="(reference)",
+            note=f"before compaction {got['per_million_before']:,.0f}",
+        )
+        self.truncate()
+
     def analytics(self, base: str, name: str, conns: int, how: str, target: int | None) -> None:
         url = f"{base}/api/analytics/{name}"
         wrk(url, connections=conns, seconds=1)
@@ -635,12 +663,16 @@ def main() -> None:
     parser.add_argument("--telemetry-procedures", type=int)
     parser.add_argument("--per-procedure", type=int)
     parser.add_argument("--stream-mb", type=int)
+    parser.add_argument("--compact-samples", type=int)
     parser.add_argument(
-        "--only", default="ceilings,hello,ingest,cold,api", help="comma-separated phases"
+        "--only",
+        default="ceilings,hello,ingest,cold,api,compact",
+        help="comma-separated phases",
     )
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
-    for name in ("seconds", "procedures", "telemetry_procedures", "per_procedure"):
+    names = ("seconds", "procedures", "telemetry_procedures", "per_procedure", "compact_samples")
+    for name in names:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
     if args.stream_mb is not None:
@@ -679,6 +711,7 @@ def main() -> None:
             ("ingest", lambda: bench.ingest(bench.bodies), "ingest" in phases),
             ("cold", bench.cold_start, "cold" in phases),
             ("api", bench.api, "api" in phases),
+            ("compact", bench.compaction, "compact" in phases),
         ]
         for name, step, wanted in steps:
             if not wanted:

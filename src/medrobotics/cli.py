@@ -21,6 +21,8 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, expire, revoke.")
 app.add_typer(keys_app, name="keys")
+lake_app = typer.Typer(no_args_is_help=True, help="The lake: compaction of closed days.")
+app.add_typer(lake_app, name="lake")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -437,6 +439,64 @@ def archive_cmd(data_dir: DataDir = None) -> None:
             "MEDROBOTICS_LAKE_HASH_KEY is not set)[/red]"
         )
         raise typer.Exit(1)
+
+
+@lake_app.command("compact")
+def lake_compact(
+    day: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--date",
+            help="A UTC day to compact (YYYY-MM-DD, repeatable); default every closed day.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Rewrite closed days' telemetry objects into one per robot and print what changed."""
+    from datetime import date
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.storage import archive, compact
+    from medrobotics.storage.lake import LakeError, open_lake
+
+    try:
+        days = sorted({date.fromisoformat(d) for d in day}) if day else None
+    except ValueError:
+        raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--date") from None
+    settings = _settings(data_dir)
+    engine = _engine(settings)
+    try:
+        with archive.exclusive(engine, archive.TELEMETRY) as mine:
+            if not mine:
+                console.print("[red]skipped: an archiver holds the lake; try again later[/red]")
+                raise typer.Exit(1)
+            report = compact.compact(
+                engine, open_lake(settings), settings, days=days, discover=days is None
+            )
+    except LakeError as exc:
+        console.print(f"[red]compaction failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]compaction failed: database error ({type(exc).__name__})[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    for d in report.days:
+        typer.echo(
+            f"{d.day.isoformat()}: {d.objects_before} -> {d.objects_after} objects, "
+            f"{d.rows} samples rewritten, {d.deleted} objects removed"
+        )
+    if report.skipped:
+        typer.echo(
+            "left alone (open, or an archive window still pending): "
+            + ", ".join(d.isoformat() for d in report.skipped)
+        )
+    typer.echo(
+        f"compacted {report.rows} samples into {report.written} objects, "
+        f"removed {report.deleted} objects over {len(report.days)} days"
+    )
 
 
 def main() -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # Rows received less than this long ago may belong to an uncommitted ingest transaction
     # (bounded by storage.db.STATEMENT_TIMEOUT_MS), so the archiver leaves them for later.
     archive_safety_s: float = Field(60.0, ge=0, alias="MEDROBOTICS_ARCHIVE_SAFETY")
+    # Compaction of closed days: output objects of about this size, at most once per interval
+    # in the archiver pass (`medrobotics lake compact` runs it at any time).
+    compact_target_mb: int = Field(256, ge=1, le=5000, alias="MEDROBOTICS_COMPACT_TARGET_MB")
+    compact_interval_s: float = Field(3600.0, ge=0, alias="MEDROBOTICS_COMPACT_INTERVAL")
     telemetry_retention_days: int | None = Field(None, ge=1, alias="MEDROBOTICS_RETENTION_DAYS")
     # Monthly telemetry partitions kept made after the current month (PostgreSQL); rows of
     # any other month without one land in the DEFAULT partition (storage.partitions).

@@ -21,10 +21,26 @@ def _roundtrip(lake: LocalLake | S3Lake) -> None:
     assert len(lake.list()) == 3
 
 
+def _files_and_deletes(lake: LocalLake | S3Lake, tmp: Path) -> None:
+    big = tmp / "big.bin"
+    big.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: a multipart upload on S3
+    lake.put_file("raw/f/big.bin", big)
+    lake.get_file("raw/f/big.bin", tmp / "back.bin")
+    assert (tmp / "back.bin").read_bytes() == big.read_bytes()
+    lake.put("raw/f/small.bin", b"s")
+    lake.delete(["raw/f/big.bin", "raw/f/never-there.bin"])  # a missing key is no error
+    assert lake.list("raw/f/") == ["raw/f/small.bin"]
+    lake.delete([])
+    with pytest.raises(LakeError):
+        lake.get_file("raw/f/big.bin", tmp / "gone.bin")
+
+
 def test_local_lake_roundtrip(tmp_path: Path) -> None:
     lake = LocalLake(tmp_path / "lake")
     assert lake.list() == []
     _roundtrip(lake)
+    _files_and_deletes(lake, tmp_path)
+    assert lake.uri("raw/b/z.bin") == str((tmp_path / "lake" / "raw" / "b" / "z.bin").absolute())
     # Atomic writes leave no temporary files behind.
     assert not [p for p in (tmp_path / "lake").rglob(".tmp-*")]
 
@@ -41,12 +57,17 @@ def test_local_lake_missing_object_is_a_lake_error(tmp_path: Path) -> None:
         LocalLake(tmp_path).get("nope")
 
 
-def test_s3_lake_roundtrip_encrypted(s3_endpoint: str, bucket: str) -> None:
+def test_s3_lake_roundtrip_encrypted(s3_endpoint: str, bucket: str, tmp_path: Path) -> None:
     lake = S3Lake(bucket, endpoint_url=s3_endpoint)
     _roundtrip(lake)
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     head = client.head_object(Bucket=bucket, Key="raw/b/z.bin")
     assert head["ServerSideEncryption"] == "AES256"
+    _files_and_deletes(lake, tmp_path)
+    lake.put_file("raw/f/big.bin", tmp_path / "big.bin")
+    head = client.head_object(Bucket=bucket, Key="raw/f/big.bin")
+    assert head["ServerSideEncryption"] == "AES256"  # uploaded files are encrypted too
+    assert lake.uri("raw/b/z.bin") == f"s3://{bucket}/raw/b/z.bin"
 
 
 def test_s3_lake_uses_the_kms_key(s3_endpoint: str, bucket: str) -> None:
@@ -67,6 +88,8 @@ def test_s3_unreachable_is_a_lake_error(bucket: str) -> None:
         lake.put("raw/x", b"x")
     with pytest.raises(LakeError):
         lake.list("raw/")
+    with pytest.raises(LakeError):
+        lake.delete(["raw/x"])
 
 
 def test_put_file_writes_one_whole_object(tmp_path: Path, s3_endpoint: str, bucket: str) -> None:

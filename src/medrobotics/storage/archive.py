@@ -30,7 +30,7 @@ from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import partitions, phi, snapshots
+from medrobotics.storage import manifest, partitions, phi, snapshots
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -128,7 +128,8 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    apply retention, and write the day's snapshots if not yet done."""
+    apply retention, write the day's snapshots if not yet done, then compact closed days when
+    due."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
@@ -145,6 +146,12 @@ def run_once(
         else:
             report.skipped.append(BATCHES)
     export_snapshots(engine, lake, settings, report, now=now)
+    with exclusive(engine, TELEMETRY) as mine:
+        if mine:
+            # Compaction rewrites the manifests the export writes: under the same lock.
+            from medrobotics.storage import compact
+
+            compact.scheduled(engine, lake, settings, now=now)
     return report
 
 
@@ -213,6 +220,8 @@ def export_telemetry(engine: Engine, lake: Lake, settings: Settings, report: Rep
     objects = telemetry_objects(rows, window, prefix=settings.lake_prefix)
     for object_key, data in objects.items():
         lake.put(object_key, data)
+    # Readers follow the manifests: the window is visible once they list it, mark or not.
+    manifest.add(lake, settings.lake_prefix, objects)
     with transaction(engine) as conn:
         advance_mark(conn, stream=TELEMETRY, window=window, rows=len(rows))
     report.telemetry_rows += len(rows)

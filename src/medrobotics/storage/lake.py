@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -27,6 +27,18 @@ class Lake(Protocol):
 
     def list(self, prefix: str = "") -> list[str]:
         """Return every key under `prefix`, sorted."""
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Write (or overwrite) one object from a local file, without holding it in memory."""
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy one object to a local file, without holding it in memory."""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects; a key already gone is not an error."""
+
+    def uri(self, key: str) -> str:
+        """Return the full address readers use: `s3://bucket/key`, or an absolute path."""
 
 
 class LocalLake:
@@ -70,6 +82,25 @@ class LocalLake:
                 raise
         except OSError as exc:
             raise LakeError(f"cannot write to the lake folder: {exc.strerror}") from exc
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy one object to a local file."""
+        try:
+            shutil.copyfile(self._path(key), path)
+        except OSError as exc:
+            raise LakeError(f"cannot read from the lake folder: {exc.strerror}") from exc
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects; a key already gone is not an error."""
+        try:
+            for key in keys:
+                self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot remove objects in the lake folder: {exc.strerror}") from exc
+
+    def uri(self, key: str) -> str:
+        """Return the object's absolute path."""
+        return str(self._path(key).absolute())
 
     def get(self, key: str) -> bytes:
         """Read one object."""
@@ -149,6 +180,32 @@ class S3Lake:
         except Exception as exc:
             raise LakeError(f"S3 list failed: {_reason(exc)}") from exc
         return sorted(keys)
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download one object to a local file."""
+        try:
+            self._client.download_file(self.bucket, key, str(path))
+        except Exception as exc:
+            raise LakeError(f"S3 download failed: {_reason(exc)}") from exc
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove objects, a thousand per request; a key already gone is not an error."""
+        todo = list(keys)
+        for i in range(0, len(todo), 1000):
+            chunk = [{"Key": k} for k in todo[i : i + 1000]]
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+                )
+            except Exception as exc:
+                raise LakeError(f"S3 delete failed: {_reason(exc)}") from exc
+            errors = answer.get("Errors") or []
+            if errors:
+                raise LakeError(f"S3 delete failed: {errors[0].get('Code', 'unknown')}")
+
+    def uri(self, key: str) -> str:
+        """Return `s3://bucket/key`."""
+        return f"s3://{self.bucket}/{key}"
 
 
 def _client(endpoint_url: str | None) -> Any:
