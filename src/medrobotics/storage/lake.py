@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +21,12 @@ class Lake(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Write (or overwrite) one object."""
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Write (or overwrite) one object from a local file, streamed: never whole in memory.
+
+        The file may be moved: the caller removes whatever is left at `path` afterwards.
+        """
 
     def get(self, key: str) -> bytes:
         """Read one object."""
@@ -51,6 +59,32 @@ class LocalLake:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise LakeError(f"cannot write to the lake folder: {exc.strerror}") from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Move a finished file into place (copy it across file systems), durably."""
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            try:
+                os.replace(path, target)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -108,6 +142,15 @@ class S3Lake:
         except Exception as exc:
             raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file with server-side encryption, in parts when it is large."""
+        try:
+            self._client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=self._sse, Config=_transfer()
+            )
+        except Exception as exc:
+            raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
+
     def get(self, key: str) -> bytes:
         """Read one object."""
         try:
@@ -142,6 +185,16 @@ def _client(endpoint_url: str | None) -> Any:
         retries={"max_attempts": 3, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _transfer() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    # Parts are read from the file as they are sent; two at a time keeps the upload's memory
+    # to a few parts, inside the archiver's budget.
+    return TransferConfig(
+        multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2
+    )
 
 
 def _reason(exc: Exception) -> str:
