@@ -22,6 +22,7 @@ import random
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -66,6 +67,8 @@ REQUIRED = ("procedure_id", "robot_id", "timestamp", "received_at")
 PART_ROWS = 1_000_000
 # What one fetched row costs as Python objects (SQLite's driver yields nothing else).
 PY_ROW_BYTES = 1024
+# Objects uploaded at once; each streams from its spool file (S3: two 8 MB parts at a time).
+UPLOADS = 4
 # The export's own connection: it streams a whole window, which may outlast the 30 s bound on
 # ingest statements when one transaction is huge; its name keeps it out of the cutoff's view.
 EXPORT_STATEMENT_TIMEOUT_MS = 15 * 60 * 1000
@@ -93,6 +96,15 @@ def telemetry_schema() -> Any:
             for name in FILE_COLUMNS
         ]
     )
+
+
+def warm_up() -> None:
+    """Load the export's libraries (pyarrow, the ADBC driver) now, not on the first window."""
+    import importlib
+
+    # Loaded by name: the caller wants the side effect (the import), not the modules.
+    for name in ("pyarrow.compute", "pyarrow.parquet", "adbc_driver_postgresql.dbapi"):
+        importlib.import_module(name)
 
 
 @dataclass(frozen=True)
@@ -369,9 +381,15 @@ def write_window(
         ) as parts:
             for batch in read_window(engine, window, budget):
                 parts.add(batch)
-        for object_key, path in parts.files:
-            lake.put_file(object_key, path)
-            path.unlink(missing_ok=True)  # keeps the spool to what is still to upload
+
+        def upload(item: tuple[str, Path]) -> None:
+            lake.put_file(*item)
+            item[1].unlink(missing_ok=True)  # keeps the spool to what is still to upload
+
+        # A few at a time: a window of a busy fleet is a hundred small objects, and one PUT
+        # (or fsync) after another would cost more than the export itself.
+        with ThreadPoolExecutor(UPLOADS, thread_name_prefix="lake-put") as pool:
+            list(pool.map(upload, parts.files))
     return Written(rows=parts.rows, keys=[k for k, _ in parts.files], dates=parts.dates)
 
 
