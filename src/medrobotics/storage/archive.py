@@ -16,14 +16,15 @@ MEDROBOTICS_ARCHIVE_MEMORY_MB whatever the window or transaction size.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import itertools
 import random
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -372,14 +373,16 @@ def write_window(
     """
     budget = Budget.of(settings)
     with tempfile.TemporaryDirectory(prefix="medrobotics-archive-") as spool:
-        with Parts(
+        parts = Parts(
             Path(spool),
             prefix=f"{settings.lake_prefix}telemetry/",
             window=window,
             budget=budget,
             part_rows=part_rows,
-        ) as parts:
-            for batch in read_window(engine, window, budget):
+        )
+        # closing(): a failed export ends the query (and its connection) now, not at GC.
+        with parts, closing(read_window(engine, window, budget)) as batches:
+            for batch in batches:
                 parts.add(batch)
 
         def upload(item: tuple[str, Path]) -> None:
@@ -393,14 +396,14 @@ def write_window(
     return Written(rows=parts.rows, keys=[k for k, _ in parts.files], dates=parts.dates)
 
 
-def read_window(engine: Engine, window: Window, budget: Budget) -> Iterator[Any]:
+def read_window(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
     """Yield a window's rows as record batches in (robot, time, procedure) order."""
     if is_postgres(engine):
         return _read_postgres(engine, window, budget)
     return _read_sqlite(engine, window, budget)
 
 
-def _read_postgres(engine: Engine, window: Window, budget: Budget) -> Iterator[Any]:
+def _read_postgres(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
     # The ADBC driver runs the query as a binary COPY and decodes it into Arrow in C,
     # batch by batch: no Python object per row or value.
     import adbc_driver_manager
@@ -413,15 +416,46 @@ def _read_postgres(engine: Engine, window: Window, budget: Budget) -> Iterator[A
     where = f"received_at >= '{lo}' AND received_at < '{hi}'"
     order = 'robot_id, "timestamp", procedure_id'
     sql = f"SELECT {cols} FROM telemetry WHERE {where} ORDER BY {order}"  # noqa: S608  # nosec
+    uri = _adbc_uri(engine)
+    with _adbc_lock:
+        conn = _adbc_idle.pop(uri, None)
+    done = False
     try:
-        with dbapi.connect(_adbc_uri(engine), autocommit=True) as conn, conn.cursor() as cur:
+        if conn is None:
+            conn = dbapi.connect(uri, autocommit=True)
+        with conn.cursor() as cur:
             cur.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(budget.batch_bytes)}
             )
             cur.execute(sql)
             yield from cur.fetch_record_batch()
+        done = True
     except adbc_driver_manager.OperationalError as exc:
         raise Unavailable("database unavailable") from exc
+    finally:
+        # Kept for the next window (opening one costs up to a few tenths of a second: the
+        # driver reads the type catalog); dropped after any failure or an export cut short.
+        if conn is not None and done:
+            with _adbc_lock:
+                conn, _adbc_idle[uri] = _adbc_idle.get(uri), conn
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+
+_adbc_idle: dict[str, Any] = {}  # one idle export connection per database
+_adbc_lock = threading.Lock()
+
+
+@atexit.register
+def close_idle() -> None:
+    """Close the idle export connections (at exit: before the driver's module is torn down)."""
+    with _adbc_lock:
+        idle = list(_adbc_idle.values())
+        _adbc_idle.clear()
+    for conn in idle:
+        with suppress(Exception):
+            conn.close()
 
 
 def _adbc_uri(engine: Engine) -> str:
@@ -437,7 +471,7 @@ def _adbc_uri(engine: Engine) -> str:
     return f"{base.render_as_string(hide_password=False)}?{urlencode(params, quote_via=quote)}"
 
 
-def _read_sqlite(engine: Engine, window: Window, budget: Budget) -> Iterator[Any]:
+def _read_sqlite(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
     import pyarrow as pa
 
     schema = telemetry_schema()
