@@ -542,3 +542,34 @@ def test_duckdb_reads_robot_id_from_files_and_keys(engine: Engine, tmp_path: Pat
     assert got == [(3,)]
     types = {r[0]: r[1] for r in duckdb.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     assert types["robot_id"] == "VARCHAR" and types["timestamp"] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_sorted_in_memory_or_by_the_database_the_objects_are_the_same(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Ids whose byte order differs from a linguistic one, and ties on (robot, timestamp).
+    robots = ["Robot-b", "robot-a", "robot-B", "r:1", "r@2", "r.3"]
+    procedures = ["P-1", "p-1", "p_1"]
+    rows = [
+        (p, r, T0 + timedelta(seconds=i), *(float(i),) * 4, None, *(1.0,) * 9)
+        for i in range(70)
+        for r in robots
+        for p in procedures
+    ]
+    flows.write(engine, "telemetry", rows)  # 1,260 rows in one transaction
+    small = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_MEMORY_MB=256)
+    tight = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_MEMORY_MB=1)
+    assert len(rows) * archive.ARROW_ROW_BYTES * 2 > archive.Budget.of(tight).sort_bytes
+    assert len(rows) * archive.ARROW_ROW_BYTES * 2 <= archive.Budget.of(small).sort_bytes
+    window = archive.plan_window(engine, small)
+    assert window is not None
+    a, b = LocalLake(tmp_path / "a"), LocalLake(tmp_path / "b")
+    one = archive.write_window(engine, a, small, window, part_rows=100)
+    two = archive.write_window(engine, b, tight, window, part_rows=100)
+    assert one.keys == two.keys and len(one.keys) == 6 * 3  # 210 rows a robot: 100, 100, 10
+    for key in one.keys:
+        first, second = (pq.read_table(io.BytesIO(x.get(key))) for x in (a, b))
+        assert first.equals(second), key
+        assert first.column("timestamp").to_pylist() == sorted(
+            first.column("timestamp").to_pylist()
+        )
