@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -554,13 +555,18 @@ class Bench:
     def archiver(self, *extra: str) -> dict[str, Any]:
         """Run bench.archiver on one core over the database; return its JSON line."""
         lake = ROOT / "bench" / "results" / "lake"
-        subprocess.run(["rm", "-rf", str(lake)], check=True)
+        shutil.rmtree(lake, ignore_errors=True)
         env = {**os.environ, "DATABASE_URL": self.url, "MEDROBOTICS_ARCHIVE_SAFETY": "0"}
         argv = [sys.executable, "-m", "bench.archiver", "--lake", str(lake), *extra]
         done = subprocess.run(
-            ["taskset", "-c", "0", *argv], env=env, capture_output=True, text=True, check=False
+            ["taskset", "-c", "0", *argv],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        subprocess.run(["rm", "-rf", str(lake)], check=True)
+        shutil.rmtree(lake, ignore_errors=True)
         if done.returncode != 0:
             raise RuntimeError(f"archiver failed: {done.stderr[-2000:]}")
         out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
