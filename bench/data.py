@@ -43,6 +43,40 @@ def batch_template(n: int, *, ndjson: bool, seed: int = 1) -> bytes:
     return json.dumps({"type": "telemetry", "records": records}, separators=(",", ":")).encode()
 
 
+def fleet_template(n: int, *, robots: int = 100, seed: int = 4) -> bytes:
+    """A JSON batch of `n` samples of one procedure (@PID@) from `robots` robots, 50 Hz each:
+    a window of the archiver then holds every robot's part, as a fleet's does."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        s = sample(rng, PID, BASE + timedelta(milliseconds=20 * (i // robots)))
+        s["robot_id"] = f"r-{i % robots:04d}"
+        records.append(s)
+    return json.dumps({"type": "telemetry", "records": records}, separators=(",", ":")).encode()
+
+
+def fleet_ndjson(n: int, *, robots: int = 100, chunk_samples: int = 5000) -> Any:
+    """Yield `n` samples of NDJSON, ~1 MB at a time: `robots` robots at 50 Hz, one procedure
+    each, as one upload (one transaction) of a fleet's recording."""
+    rng = random.Random(5)
+    lines = []
+    for r in range(robots):
+        s = sample(rng, f"fleet-{r:04d}", BASE)
+        s["robot_id"] = f"r-{r:04d}"
+        s["timestamp"] = "@TS@"
+        lines.append(json.dumps(s, separators=(",", ":")).encode() + b"\n")
+    out: list[bytes] = []
+    for i in range(n):
+        ts = BASE + timedelta(milliseconds=20 * (i // robots))
+        stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
+        out.append(lines[i % robots].replace(b"@TS@", stamp))
+        if len(out) == chunk_samples:
+            yield b"".join(out)
+            out = []
+    if out:
+        yield b"".join(out)
+
+
 def single_template() -> bytes:
     """One sample; @PID@ and @TS@ are filled per request by bench/lua/single.lua."""
     s = sample(random.Random(2), PID, BASE)
@@ -58,6 +92,7 @@ def write_templates(folder: Path, *, large: int) -> dict[str, Path]:
         "ndjson_1k": batch_template(1000, ndjson=True),
         f"ndjson_{large // 1000}k": batch_template(large, ndjson=True),
         "single": single_template(),
+        "fleet_json": fleet_template(1000),
     }
     out = {}
     for name, body in files.items():

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ FULL = {
     "cold_starts": 5,
     "compact_samples": 1_000_000,
     "compact_robots": 100,
+    "archive_transaction": 1_000_000,
 }
 QUICK = {
     "seconds": 3.0,
@@ -55,6 +57,7 @@ QUICK = {
     "cold_starts": 3,
     "compact_samples": 100_000,
     "compact_robots": 10,
+    "archive_transaction": 100_000,
 }
 PACKAGES = [
     "fastapi",
@@ -68,6 +71,8 @@ PACKAGES = [
     "psycopg-binary",
     "sqlalchemy",
     "orjson",
+    "pyarrow",
+    "adbc-driver-postgresql",
 ]
 ANALYTICS = [
     "robot-utilization",
@@ -491,6 +496,134 @@ class Bench:
         )
         self.truncate()
 
+    def archive(self) -> None:
+        """The lake archiver beside batch ingest, and its peak memory for a huge transaction."""
+        log("lake archiver: batch ingest, then the archiver on one core over the same rows")
+        path, ctype = "/ingest/batch", "application/json"
+        body = str(self.bodies["fleet_json"])
+        svc = self.service("ingestion")
+        svc.start()
+        base = f"http://127.0.0.1:{svc.port}"
+        ingest, export, runs = [], [], []
+        try:
+            wrk(base + path, script="template.lua", connections=8, args=[body, path, ctype, "wa"],
+                seconds=2)  # fmt: skip
+            for i in range(self.s["runs"]):
+                self.psql("TRUNCATE telemetry, batches, archive_marks")
+                r = wrk(
+                    base + path,
+                    script="template.lua",
+                    connections=8,
+                    args=[body, path, ctype, f"a{i}"],
+                    seconds=self.s["seconds"],
+                )
+                time.sleep(1.0)  # requests in flight when wrk stopped commit too
+                stored = self.psql("SELECT count(*) FROM telemetry")[0]
+                ingest.append(stored / r["seconds"])
+                out = self.archiver()
+                out["ingested"] = stored
+                export.append(out["rows"] / out["seconds"])
+                runs.append(out)
+        finally:
+            svc.stop()
+        ingested = spread(ingest)["median"]
+        self.figure(
+            "archive_ingest",
+            "Batch ingest feeding the archiver: JSON batch, 1,000 samples of 100 robots, "
+            "8 connections",
+            "rows/s",
+            ingest,
+            note="the rows each archive run below exports",
+        )
+        lost = sum(1 for r in runs if r["rows"] != r["ingested"])
+        self.figure(
+            "archive_rate",
+            "Lake archiver on one core (taskset): telemetry export of the rows just ingested, "
+            "PostgreSQL to Parquet in the local lake, until caught up",
+            "rows/s",
+            export,
+            target=">= 2x batch ingest",
+            check=lambda f: f["median"] >= 2 * ingested,
+            errors=lost,
+            note=f"{spread(export)['median'] / ingested:.2f}x the batch ingest above; "
+            + "; ".join(
+                f"run {i}: {r['rows']:,} rows, {r['windows']} windows, {r['objects']} objects "
+                f"in {r['seconds']:.2f} s, then {r['batches']} batch payloads in "
+                f"{r['rest_seconds']:.2f} s, peak RSS {r['rss_peak_mb']:.0f} MB"
+                for i, r in enumerate(runs)
+            ),
+            runs=runs,
+        )
+        self.archive_memory()
+
+    def archiver(self, *extra: str) -> dict[str, Any]:
+        """Run bench.archiver on one core over the database; return its JSON line."""
+        lake = ROOT / "bench" / "results" / "lake"
+        shutil.rmtree(lake, ignore_errors=True)
+        env = {**os.environ, "DATABASE_URL": self.url, "MEDROBOTICS_ARCHIVE_SAFETY": "0"}
+        argv = [sys.executable, "-m", "bench.archiver", "--lake", str(lake), *extra]
+        done = subprocess.run(
+            ["taskset", "-c", "0", *argv],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        shutil.rmtree(lake, ignore_errors=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"archiver failed: {done.stderr[-2000:]}")
+        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if "taskset -c 0 python -m bench.archiver --lake DIR" not in COMMANDS:
+            COMMANDS.append("taskset -c 0 python -m bench.archiver --lake DIR")
+        return out
+
+    def archive_memory(self) -> None:
+        n = self.s["archive_transaction"]
+        log(f"archiver peak memory: one NDJSON upload of {n:,} samples (one transaction)")
+        self.psql("TRUNCATE telemetry, batches, archive_marks")
+        svc = self.service("ingestion")
+        svc.start()
+        try:
+            with httpx.Client(timeout=None) as client:
+                resp = client.post(
+                    f"http://127.0.0.1:{svc.port}/ingest/batch?type=telemetry",
+                    content=data.fleet_ndjson(n),
+                    headers={
+                        "content-type": "application/x-ndjson",
+                        "authorization": f"Bearer {tools.KEY}",
+                    },
+                )
+        finally:
+            svc.stop()
+        stored, txns = self.psql("SELECT count(*), count(DISTINCT received_at) FROM telemetry")
+        budget = int(os.environ.get("MEDROBOTICS_ARCHIVE_MEMORY_MB", "256"))
+        out = self.archiver()
+        problems = []
+        if resp.status_code != 201 or stored != n or txns != 1:
+            problems.append(f"upload: status {resp.status_code}, {stored:,} rows, {txns} txns")
+        if out["rows"] != stored:
+            problems.append(f"archived {out['rows']:,} of {stored:,} rows")
+        self.figure(
+            "archive_rss",
+            f"Lake archiver peak RSS: one transaction of {n:,} samples (100 robots at 50 Hz)",
+            "MB",
+            [out["rss_peak_mb"]],
+            target=f"< MEDROBOTICS_ARCHIVE_MEMORY_MB ({budget} MB)",
+            check=lambda f: f["max"] < budget,
+            errors=len(problems),
+            note="; ".join(
+                [
+                    f"{out['rows']:,} rows in {out['windows']} window(s), {out['objects']} "
+                    f"objects, {out['seconds']:.1f} s ({out['rows'] / out['seconds']:,.0f} "
+                    "rows/s, one core)",
+                    *problems,
+                ]
+            ),
+            runs=[out],
+        )
+        self.truncate()
+
     def cold_start(self) -> None:
         log("cold start")
         for name in ("api", "ingestion"):
@@ -665,8 +798,11 @@ def main() -> None:
     parser.add_argument("--stream-mb", type=int)
     parser.add_argument("--compact-samples", type=int)
     parser.add_argument(
+        "--archive-samples", type=int, help="samples of the archiver's one-transaction upload"
+    )
+    parser.add_argument(
         "--only",
-        default="ceilings,hello,ingest,cold,api,compact",
+        default="ceilings,hello,ingest,cold,api,archive,compact",
         help="comma-separated phases",
     )
     args = parser.parse_args()
@@ -675,6 +811,8 @@ def main() -> None:
     for name in names:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
+    if args.archive_samples is not None:
+        sizes["archive_transaction"] = args.archive_samples
     if args.stream_mb is not None:
         sizes["stream_bytes"] = args.stream_mb << 20
     phases = set(args.only.split(","))
@@ -711,6 +849,7 @@ def main() -> None:
             ("ingest", lambda: bench.ingest(bench.bodies), "ingest" in phases),
             ("cold", bench.cold_start, "cold" in phases),
             ("api", bench.api, "api" in phases),
+            ("archive", bench.archive, "archive" in phases),
             ("compact", bench.compaction, "compact" in phases),
         ]
         for name, step, wanted in steps:

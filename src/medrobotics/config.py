@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     archive_interval_s: float = Field(30.0, gt=0, alias="MEDROBOTICS_ARCHIVE_INTERVAL")
     archive_batch_rows: int = Field(200_000, ge=1, alias="MEDROBOTICS_ARCHIVE_BATCH_ROWS")
     archive_enabled: bool = Field(True, alias="MEDROBOTICS_ARCHIVE")
+    # The archiver's peak memory, whatever the window or transaction size: its record batches
+    # and Parquet row groups are sized from it (storage.archive.Budget).
+    archive_memory_mb: int = Field(256, ge=1, alias="MEDROBOTICS_ARCHIVE_MEMORY_MB")
     # Rows received less than this long ago may belong to an uncommitted ingest transaction
     # (bounded by storage.db.STATEMENT_TIMEOUT_MS), so the archiver leaves them for later.
     archive_safety_s: float = Field(60.0, ge=0, alias="MEDROBOTICS_ARCHIVE_SAFETY")

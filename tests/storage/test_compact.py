@@ -127,6 +127,9 @@ class NoManifests:
         if not key.endswith("/manifest"):
             self.inner.put(key, data)
 
+    def put_file(self, key: str, source: Path) -> None:
+        self.inner.put_file(key, source)
+
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 

@@ -7,21 +7,30 @@ written and the mark moves to it only after all of them are, so a retry after a 
 the same window and overwrites the same keys: each sample lands in the lake exactly once.
 One archiver at a time exports a stream (a PostgreSQL advisory lock, or a process lock on the
 embedded database); the others skip the round.
+
+A window streams from the database into Arrow record batches and Parquet row groups (the ADBC
+PostgreSQL driver's binary COPY on PostgreSQL, `fetchmany` on SQLite): memory stays within
+MEDROBOTICS_ARCHIVE_MEMORY_MB whatever the window or transaction size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
-import io
+import itertools
 import random
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
@@ -29,9 +38,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, text, u
 from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
+from medrobotics.errors import Unavailable
 from medrobotics.storage import batches as batches_q
 from medrobotics.storage import manifest, partitions, phi, snapshots
-from medrobotics.storage.db import is_postgres, reading, transaction
+from medrobotics.storage.db import STATEMENT_TIMEOUT_MS, is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
 
@@ -50,12 +60,32 @@ BATCHES_PER_RUN = 200  # payloads up to the body limit each: bounds one run's me
 BACKOFF_CAP_S = 300.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# robot_id is the Hive partition in the key; Athena refuses a partition column in the data.
-FILE_COLUMNS = (*(c for c in COLUMNS if c != "robot_id"), "received_at")
+# Telemetry objects hold the table's columns in its order, then received_at. robot_id is in the
+# file as well as in the key: Athena, Spectrum and DuckDB read it from the data, and Redshift's
+# COPY maps Parquet columns to a table's by position.
+FILE_COLUMNS = (*COLUMNS, "received_at")
+STRINGS = ("procedure_id", "robot_id", "tool_type")
+TIMES = ("timestamp", "received_at")
+REQUIRED = ("procedure_id", "robot_id", "timestamp", "received_at")
+# Rows per object: a larger (date, robot) part of a window is split into objects <seq> 0, 1, ...
+# (about 100 MB each). A constant, not a setting: a redo of a crashed window must split the
+# same way, or it would leave an object of the first attempt beside its own.
+PART_ROWS = 1_000_000
+# What one fetched row costs as Python objects (SQLite's driver yields nothing else), and as
+# Arrow (measured: 146 bytes).
+PY_ROW_BYTES = 1024
+ARROW_ROW_BYTES = 160
+# Objects uploaded at once; each streams from its spool file (S3: two 8 MB parts at a time).
+UPLOADS = 4
+# The export's own connection: it streams a whole window, which may outlast the 30 s bound on
+# ingest statements when one transaction is huge; its name keeps it out of the cutoff's view.
+EXPORT_STATEMENT_TIMEOUT_MS = 15 * 60 * 1000
+EXPORT_APPLICATION = "medrobotics-archiver"
 
 
 @functools.cache
-def _schema() -> Any:
+def telemetry_schema() -> Any:
+    """Return the Arrow schema of a telemetry object."""
     # pyarrow loads on the first export, not at import: the services start faster and a
     # service with the archiver off never pays its memory.
     import pyarrow as pa
@@ -65,15 +95,50 @@ def _schema() -> Any:
             pa.field(
                 name,
                 pa.timestamp("us", tz="UTC")
-                if name in ("timestamp", "received_at")
+                if name in TIMES
                 else pa.string()
-                if name in ("procedure_id", "tool_type")
+                if name in STRINGS
                 else pa.float64(),
-                nullable=name not in ("procedure_id", "timestamp", "received_at"),
+                nullable=name not in REQUIRED,
             )
             for name in FILE_COLUMNS
         ]
     )
+
+
+def warm_up() -> None:
+    """Load the export's libraries (pyarrow, the ADBC driver) now, not on the first window."""
+    import importlib
+
+    # Loaded by name: the caller wants the side effect (the import), not the modules.
+    for name in ("pyarrow.compute", "pyarrow.parquet", "adbc_driver_postgresql.dbapi"):
+        importlib.import_module(name)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The buffers of one export, sized from MEDROBOTICS_ARCHIVE_MEMORY_MB."""
+
+    batch_bytes: int  # one record batch read from the database
+    group_bytes: int  # rows held before they are written out as one Parquet row group
+    fetch_rows: int  # rows per fetch where the driver yields Python rows (SQLite)
+    sort_bytes: int  # a window sorted in memory (read, then sorted: twice its size)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Budget:
+        """Split the setting: about half for the export's buffers, half for the rest."""
+        total = settings.archive_memory_mb << 20
+        # The interpreter, pyarrow and the drivers take ~120 MB at rest. At a time the export
+        # holds one batch from the driver, up to a row group of rows (and the batches they
+        # came from), and that row group encoded: about 4 x total / 16; or a window small
+        # enough to sort in memory, total / 4 with its sorted copy.
+        batch = max(total // 16, 256 << 10)
+        return cls(
+            batch_bytes=batch,
+            group_bytes=max(total // 16, 256 << 10),
+            fetch_rows=max(batch // PY_ROW_BYTES, 64),
+            sort_bytes=total // 4,
+        )
 
 
 _process_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -122,6 +187,15 @@ class Window:
     start: datetime
     end: datetime
     capped: bool
+
+
+@dataclass
+class Written:
+    """What one window put in the lake: its rows, the object keys, the UTC days they cover."""
+
+    rows: int = 0
+    keys: list[str] = field(default_factory=list)
+    dates: set[date] = field(default_factory=set)
 
 
 def run_once(
@@ -211,27 +285,19 @@ def export_telemetry(engine: Engine, lake: Lake, settings: Settings, report: Rep
     window = plan_window(engine, settings)
     if window is None:
         return
-    with reading(engine) as conn:
-        rows = conn.execute(
-            select(*(telemetry.c[c] for c in COLUMNS), telemetry.c.received_at)
-            .where(telemetry.c.received_at >= window.start, telemetry.c.received_at < window.end)
-            .order_by(telemetry.c.robot_id, telemetry.c.timestamp, telemetry.c.procedure_id)
-        ).all()
-    objects = telemetry_objects(rows, window, prefix=settings.lake_prefix)
-    for object_key, data in objects.items():
-        lake.put(object_key, data)
+    written = write_window(engine, lake, settings, window)
     # Readers follow the manifests: the window is visible once they list it, mark or not.
-    manifest.add(lake, settings.lake_prefix, objects)
+    manifest.add(lake, settings.lake_prefix, written.keys)
     with transaction(engine) as conn:
-        advance_mark(conn, stream=TELEMETRY, window=window, rows=len(rows))
-    report.telemetry_rows += len(rows)
-    report.objects += len(objects)
+        advance_mark(conn, stream=TELEMETRY, window=window, rows=written.rows)
+    report.telemetry_rows += written.rows
+    report.objects += len(written.keys)
     report.windows += 1
     report.more = report.more or window.capped
     log.info(
         "telemetry_archived",
-        rows=len(rows),
-        objects=len(objects),
+        rows=written.rows,
+        objects=len(written.keys),
         window_start=window.start.isoformat(),
         window_end=window.end.isoformat(),
     )
@@ -319,26 +385,278 @@ def advance_mark(conn: Connection, *, stream: str, window: Window, rows: int) ->
         raise MarkMoved(f"the {stream} mark moved under this archiver")
 
 
-def telemetry_objects(rows: Sequence[Any], window: Window, *, prefix: str) -> dict[str, bytes]:
-    """Return Parquet objects for a window's rows, one per (sample date, robot), by key."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_window(
+    engine: Engine, lake: Lake, settings: Settings, window: Window, *, part_rows: int = PART_ROWS
+) -> Written:
+    """Stream a window's rows into Parquet objects, one (date, robot) part at a time.
 
-    groups: dict[tuple[date, str], list[Any]] = {}
-    for row in rows:
-        groups.setdefault((_aware(row.timestamp).date(), row.robot_id), []).append(row)
-    part = f"part-{_epoch_us(window.start)}-{_epoch_us(window.end)}.parquet"
-    out = {}
-    for (day, robot_id), members in sorted(groups.items()):
-        object_key = (
-            f"{prefix}telemetry/date={day.isoformat()}/robot_id={quote(robot_id, safe='')}/{part}"
+    Rows come ordered by robot, time and procedure, so a part's rows arrive together and one
+    file is open at a time. Files are spooled to local disk and uploaded once the query is
+    done: the database statement never waits on the lake.
+    """
+    budget = Budget.of(settings)
+    with tempfile.TemporaryDirectory(prefix="medrobotics-archive-") as spool:
+        parts = Parts(
+            Path(spool),
+            prefix=f"{settings.lake_prefix}telemetry/",
+            window=window,
+            budget=budget,
+            part_rows=part_rows,
         )
-        columns = {name: [getattr(r, name) for r in members] for name in FILE_COLUMNS}
-        table = pa.Table.from_pydict(columns, schema=_schema())
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        out[object_key] = buf.getvalue()
-    return out
+        # closing(): a failed export ends the query (and its connection) now, not at GC.
+        with parts, closing(read_window(engine, window, budget)) as batches:
+            for batch in batches:
+                parts.add(batch)
+
+        def upload(item: tuple[str, Path]) -> None:
+            lake.put_file(*item)
+            item[1].unlink(missing_ok=True)  # keeps the spool to what is still to upload
+
+        # A few at a time: a window of a busy fleet is a hundred small objects, and one PUT
+        # (or fsync) after another would cost more than the export itself.
+        with ThreadPoolExecutor(UPLOADS, thread_name_prefix="lake-put") as pool:
+            list(pool.map(upload, parts.files))
+    return Written(rows=parts.rows, keys=[k for k, _ in parts.files], dates=parts.dates)
+
+
+def read_window(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
+    """Yield a window's rows as record batches in (robot, time, procedure) order."""
+    if is_postgres(engine):
+        return _read_postgres(engine, window, budget)
+    return _read_sqlite(engine, window, budget)
+
+
+def _read_postgres(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
+    # The ADBC driver runs the query as a binary COPY and decodes it into Arrow in C,
+    # batch by batch: no Python object per row or value.
+    import adbc_driver_manager
+    from adbc_driver_postgresql import dbapi
+
+    cols = ", ".join(f'"{c}"' for c in FILE_COLUMNS)
+    # The bounds are this module's own datetimes, inlined: the driver streams a COPY only for
+    # a statement without parameters.
+    lo, hi = (_aware(t).isoformat() for t in (window.start, window.end))
+    where = f"received_at >= '{lo}' AND received_at < '{hi}'"
+    # A window that fits its budget twice over (as read, then sorted) is sorted here, in C, in
+    # a fraction of what the server's sort costs; a larger one (a huge transaction) streams
+    # sorted by the server. Byte order on both paths ("C", as Arrow compares strings): a
+    # redo makes the same objects whichever path it takes.
+    in_memory = _count(engine, window) * ARROW_ROW_BYTES * 2 <= budget.sort_bytes
+    order = (
+        "" if in_memory else ' ORDER BY robot_id COLLATE "C", "timestamp", procedure_id COLLATE "C"'
+    )
+    sql = f"SELECT {cols} FROM telemetry WHERE {where}{order}"  # noqa: S608  # nosec
+    uri = _adbc_uri(engine)
+    with _adbc_lock:
+        conn = _adbc_idle.pop(uri, None)
+    done = False
+    try:
+        if conn is None:
+            conn = dbapi.connect(uri, autocommit=True)
+        with conn.cursor() as cur:
+            cur.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(budget.batch_bytes)}
+            )
+            cur.execute(sql)
+            if in_memory:
+                yield from _sorted(cur.fetch_arrow_table())
+            else:
+                yield from cur.fetch_record_batch()
+        done = True
+    except adbc_driver_manager.OperationalError as exc:
+        raise Unavailable("database unavailable") from exc
+    finally:
+        # Kept for the next window (opening one costs up to a few tenths of a second: the
+        # driver reads the type catalog); dropped after any failure or an export cut short.
+        if conn is not None and done:
+            with _adbc_lock:
+                conn, _adbc_idle[uri] = _adbc_idle.get(uri), conn
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+
+def _count(engine: Engine, window: Window) -> int:
+    recv = telemetry.c.received_at
+    with reading(engine) as conn:
+        query = select(func.count()).where(recv >= window.start, recv < window.end)
+        return int(conn.execute(query).scalar_one())
+
+
+def _sorted(table: Any) -> Iterator[Any]:
+    import pyarrow.compute as pc
+
+    keys = [(k, "ascending") for k in ("robot_id", "timestamp", "procedure_id")]
+    ordered = table.take(pc.sort_indices(table, sort_keys=keys))
+    del table
+    yield from ordered.to_batches()
+
+
+_adbc_idle: dict[str, Any] = {}  # one idle export connection per database
+_adbc_lock = threading.Lock()
+
+
+@atexit.register
+def close_idle() -> None:
+    """Close the idle export connections (at exit: before the driver's module is torn down)."""
+    with _adbc_lock:
+        idle = list(_adbc_idle.values())
+        _adbc_idle.clear()
+    for conn in idle:
+        with suppress(Exception):
+            conn.close()
+
+
+def _adbc_uri(engine: Engine) -> str:
+    params = {
+        **{k: v if isinstance(v, str) else v[-1] for k, v in engine.url.query.items()},
+        "connect_timeout": "5",
+        "application_name": EXPORT_APPLICATION,
+        "options": f"-c statement_timeout={EXPORT_STATEMENT_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
+    }
+    base = engine.url.set(drivername="postgresql", query={})
+    # libpq reads %20, not SQLAlchemy's '+', as a space.
+    return f"{base.render_as_string(hide_password=False)}?{urlencode(params, quote_via=quote)}"
+
+
+def _read_sqlite(engine: Engine, window: Window, budget: Budget) -> Generator[Any, None, None]:
+    import pyarrow as pa
+
+    schema = telemetry_schema()
+    # SQLite compares text bytewise (BINARY): the same order as the PostgreSQL path.
+    query = (
+        select(*(telemetry.c[c] for c in FILE_COLUMNS))
+        .where(telemetry.c.received_at >= window.start, telemetry.c.received_at < window.end)
+        .order_by(telemetry.c.robot_id, telemetry.c.timestamp, telemetry.c.procedure_id)
+    )
+    with reading(engine) as conn:
+        result = conn.execution_options(stream_results=True).execute(query)
+        for rows in result.partitions(budget.fetch_rows):
+            columns = zip(*rows, strict=True)
+            yield pa.record_batch(
+                [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+                schema=schema,
+            )
+
+
+class Parts:
+    """A window's Parquet files, one (date, robot) part open at a time, spooled on disk."""
+
+    def __init__(
+        self, spool: Path, *, prefix: str, window: Window, budget: Budget, part_rows: int
+    ) -> None:
+        self.spool = spool
+        self.prefix = prefix
+        self.name = f"part-{_epoch_us(window.start)}-{_epoch_us(window.end)}"
+        self.budget = budget
+        self.part_rows = part_rows
+        self.files: list[tuple[str, Path]] = []
+        self.dates: set[date] = set()
+        self.rows = 0
+        self._part: tuple[date, str] | None = None
+        self._seq = 0
+        self._writer: Any = None
+        self._file_rows = 0
+        self._held: list[Any] = []
+        self._held_bytes = 0
+
+    def __enter__(self) -> Parts:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self._close()
+        elif self._writer is not None:
+            with suppress(Exception):  # the export failed anyway; nothing of it is uploaded
+                self._writer.close()
+
+    def add(self, batch: Any) -> None:
+        """Append rows given in (robot, time, procedure) order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        if n == 0:
+            return
+        schema = telemetry_schema()
+        batch = pa.record_batch(
+            [
+                col if col.type == f.type else col.cast(f.type)
+                for col, f in zip(batch.columns, schema, strict=True)
+            ],
+            schema=schema,
+        )
+        self.rows += n
+        robots = batch.column("robot_id")
+        days = pc.cast(batch.column("timestamp"), pa.date32())
+        # Where the (date, robot) part changes, computed over the whole batch at once.
+        changed = pc.or_(
+            pc.not_equal(robots.slice(1), robots.slice(0, n - 1)),
+            pc.not_equal(days.slice(1), days.slice(0, n - 1)),
+        )
+        starts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), n]
+        for a, z in itertools.pairwise(starts):
+            self._append((days[a].as_py(), robots[a].as_py()), batch.slice(a, z - a))
+
+    def _append(self, part: tuple[date, str], rows: Any) -> None:
+        if part != self._part:
+            self._close()
+            self._part, self._seq = part, 0
+        done = 0
+        while done < rows.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(rows.num_rows - done, self.part_rows - self._file_rows)
+            piece = rows.slice(done, take)
+            self._held.append(piece)
+            self._held_bytes += piece.nbytes
+            self._file_rows += take
+            done += take
+            if self._held_bytes >= self.budget.group_bytes:
+                self._flush()
+            if self._file_rows >= self.part_rows:
+                self._close()
+                self._seq += 1
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self._part is None:
+            raise RuntimeError("no part to open")
+        day, robot_id = self._part
+        object_key = (
+            f"{self.prefix}date={day.isoformat()}/robot_id={quote(robot_id, safe='')}/"
+            f"{self.name}-{self._seq}.parquet"
+        )
+        path = self.spool / f"{len(self.files)}.parquet"
+        self._writer = pq.ParquetWriter(
+            path,
+            telemetry_schema(),
+            # Snappy: what Athena, Spectrum and Redshift COPY all read. Dictionaries only for
+            # the strings: trying them on the readings costs most of the encoding time.
+            compression="snappy",
+            use_dictionary=list(STRINGS),
+        )
+        self.files.append((object_key, path))
+        self.dates.add(day)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._held:
+            table = pa.Table.from_batches(self._held)
+            self._writer.write_table(table, row_group_size=table.num_rows)
+            self._held, self._held_bytes = [], 0
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            self._file_rows = 0
 
 
 # Batches --------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def file_schema() -> Any:
     """Return the telemetry file schema with `robot_id` inside, as compaction writes it."""
     import pyarrow as pa
 
-    base = archive._schema()
+    base = archive.telemetry_schema()
     if "robot_id" in base.names:
         return base
     return base.insert(1, pa.field("robot_id", pa.string(), nullable=False))

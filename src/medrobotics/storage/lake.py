@@ -154,9 +154,11 @@ class S3Lake:
             raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
 
     def put_file(self, key: str, source: Path) -> None:
-        """Write a file's content as one object: in parts when large, visible only when whole."""
+        """Upload a local file with server-side encryption, in parts when it is large."""
         try:
-            self._client.upload_file(str(source), self.bucket, key, ExtraArgs=dict(self._sse))
+            self._client.upload_file(
+                str(source), self.bucket, key, ExtraArgs=dict(self._sse), Config=_transfer()
+            )
         except Exception as exc:
             raise LakeError(f"S3 put failed: {_reason(exc)}") from exc
 
@@ -220,6 +222,16 @@ def _client(endpoint_url: str | None) -> Any:
         retries={"max_attempts": 3, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _transfer() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    # Parts are read from the file as they are sent; two at a time keeps the upload's memory
+    # to a few parts, inside the archiver's budget.
+    return TransferConfig(
+        multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2
+    )
 
 
 def _reason(exc: Exception) -> str:
