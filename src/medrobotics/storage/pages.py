@@ -1,11 +1,17 @@
-"""Pages of rows: one statement per page, read as typed rows on either database.
+"""Pages of rows: one statement per page, the one place list pages are read.
 
 Each page's statement is built and compiled once per shape (which filters are given), with
 the filter values as bound parameters: building and compiling the SQL cost as much as running
 it. Patient fields are left out in SQL when the caller may not see them, and a page that
-reports how many rows match in all reads that count in the same statement. The service turns
-the rows into the answer's JSON (api.params, web.ORJSONResponse): no JSON is built or stored
-by the database.
+reports how many rows match in all reads that count in the same statement.
+
+On SQLite the rows come back typed (SQLAlchemy's types) and the service writes their JSON
+(web.dumps). On PostgreSQL the same statement's rows are written as one JSON array by
+`json_agg`, beside the next page's key and the ids whose patient fields are shown, and the
+service embeds that text untouched (an `orjson.Fragment`): loading 100 rows of typed values
+into Python and writing them again cost the service about twice the CPU of the rest of the
+request (docs/design.md, The read path). Both write the same JSON: times in UTC with an
+explicit offset and the fraction without trailing zeros, floats in their shortest exact form.
 """
 
 from __future__ import annotations
@@ -14,7 +20,21 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, bindparam, func, select
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 
 from medrobotics.storage.db import reading
 
@@ -26,8 +46,8 @@ TOTAL = "page_total"
 class Rows:
     """One page of rows."""
 
-    items: list[dict[str, Any]]
-    """The rows, in order, by column name, without the omitted columns."""
+    items: list[dict[str, Any]] | orjson.Fragment
+    """The rows, in order, without the omitted columns: dicts, or their JSON array."""
     more: bool
     """Whether a row follows the page."""
     last: dict[str, Any] | None
@@ -65,14 +85,15 @@ class Query:
 
     def values(self) -> dict[str, Any]:
         """Return every parameter of the page's statement."""
-        return {**self.params, "page_rows": self.limit + 1, "page_skip": self.offset}
+        page = {"page_end": self.limit, "page_rows": self.limit + 1, "page_skip": self.offset}
+        return {**self.params, **page}
 
 
 @dataclass(frozen=True, slots=True)
 class _Statement:
     stmt: Select[Any]
     sql: str | None
-    """PostgreSQL: the statement's text for psycopg, run without SQLAlchemy's result types."""
+    """PostgreSQL: the page as JSON (see `_json`), compiled once, run as driver SQL."""
     count: Select[Any]
     """How many rows match in all (read alone only when the page itself is empty)."""
 
@@ -91,13 +112,11 @@ def fetch(conn: Connection, query: Query) -> Rows:
     shape, limit = query.shape, query.limit
     stmt = _statement(conn, query)
     if stmt.sql is not None:
-        # psycopg's own loaders already give aware UTC datetimes (the session's zone is UTC),
-        # dates and floats; SQLAlchemy's per-value result processing would only redo them.
-        result = conn.exec_driver_sql(stmt.sql, query.values())
-    else:
-        result = conn.execute(stmt.stmt, query.values())
+        return _from_json(conn.exec_driver_sql(stmt.sql, query.values()).one(), query)
+    # fetchall: iterating the result fetches row by row, which cost more than the query.
+    result = conn.execute(stmt.stmt, query.values())
     names = tuple(result.keys())
-    rows = [dict(zip(names, r, strict=True)) for r in result]
+    rows = [dict(zip(names, r, strict=True)) for r in result.all()]
     more = len(rows) > limit
     del rows[limit:]
     total = None
@@ -126,13 +145,48 @@ def _build(conn: Connection, query: Query) -> _Statement:
     stmt = query.build()
     count = select(func.count()).select_from(stmt.subquery())
     shown = [c for c in stmt.selected_columns if c.key not in shape.omit]
-    page = stmt.with_only_columns(*shown)
-    if shape.total:
-        # An uncompiled scalar subquery: both databases evaluate it once per statement.
-        page = page.add_columns(count.scalar_subquery().label(TOTAL))
-    page = page.order_by(*shape.order()).limit(bindparam("page_rows"))
-    page = page.offset(bindparam("page_skip"))
-    sql = None
+    page = stmt.with_only_columns(*shown).order_by(*shape.order())
+    page = page.limit(bindparam("page_rows")).offset(bindparam("page_skip"))
     if conn.dialect.name == "postgresql":
-        sql = page.compile(dialect=conn.dialect).string
-    return _Statement(page, sql, count)
+        sql = _json(page, shape, count).compile(dialect=conn.dialect).string
+        return _Statement(page, sql, count)
+    if shape.total:
+        # An uncorrelated scalar subquery: evaluated once per statement.
+        page = page.add_columns(count.scalar_subquery().label(TOTAL))
+    return _Statement(page, None, count)
+
+
+def _json(page: Select[Any], shape: Shape, count: Select[Any]) -> Select[Any]:
+    # The page plus one row (to tell whether more follow) as one JSON array, the row count,
+    # the key of the page's last row, which rows carry flagged fields, and the total. Every
+    # aggregate reads the ordered subquery's rows in the same order; the array keeps it.
+    r = page.subquery("r")
+    end = bindparam("page_end", type_=Integer)
+    array = func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json"))
+    cols: list[Any] = [array.cast(Text), func.count()]
+    cols += [func.array_agg(r.c[k])[end] for k in shape.keys]
+    if shape.flag:
+        any_set = or_(*[r.c[f].is_not(None) for f in shape.flag])
+        cols.append(func.array_agg(case((any_set, r.c[shape.ident]))))
+    if shape.total:
+        cols.append(count.scalar_subquery())
+    return select(*cols)
+
+
+def _from_json(row: Any, query: Query) -> Rows:
+    shape, limit = query.shape, query.limit
+    text: str = row[0]
+    more = int(row[1]) > limit
+    if more:
+        # Drop the extra row: json_agg separates elements with ", \n " and a newline never
+        # occurs inside an element (JSON escapes it in strings).
+        text = text[: text.rindex(", \n ")] + "]"
+    k = len(shape.keys)
+    last = dict(zip(shape.keys, row[2 : 2 + k], strict=True)) if more else None
+    rest = 2 + k
+    flagged: list[str] = []
+    if shape.flag:
+        flagged = [i for i in (row[rest] or [])[:limit] if i is not None]
+        rest += 1
+    total = int(row[rest]) if shape.total else None
+    return Rows(orjson.Fragment(text), more, last, flagged, total)
