@@ -112,28 +112,32 @@ def _strip(value: Any) -> Any:
     return value
 
 
-async def page_limit(
-    settings: SettingsDep,
-    limit: Annotated[
-        int, Query(ge=1, description="Items per page, up to `maximum` (MEDROBOTICS_MAX_PAGE_SIZE).")
-    ] = 50,
-) -> int:
+Limit = Annotated[
+    int, Query(ge=1, description="Items per page, up to `maximum` (MEDROBOTICS_MAX_PAGE_SIZE).")
+]
+
+
+async def page_limit(request: Request, limit: Limit = 50) -> int:
     """Check the page size against the configured maximum."""
-    if limit > settings.max_page_size:
-        raise invalid("limit", f"must be at most {settings.max_page_size}")
+    # The settings from the app, not a sub-dependency: each one costs every list request.
+    most = request.app.state.settings.max_page_size
+    if limit > most:
+        raise invalid("limit", f"must be at most {most}")
     return limit
 
 
 LimitDep = Annotated[int, Depends(page_limit)]
 
 
-async def no_offset(
+async def keyset_limit(
+    request: Request,
+    limit: Limit = 50,
     offset: Annotated[str | None, Query(include_in_schema=False)] = None,
-) -> None:
-    """Refuse `offset` on a list paged by cursor.
+) -> int:
+    """Check the page size of a list paged by cursor, and refuse `offset` there.
 
-    Clients written for offset-paged APIs send it; ignored, such a client would read the first
-    page forever.
+    Clients written for offset-paged APIs send `offset`; ignored, such a client would read
+    the first page forever.
     """
     if offset is not None:
         raise invalid(
@@ -141,10 +145,11 @@ async def no_offset(
             "this list is paged by cursor, not offset: follow `next`, or pass the previous "
             "page's `next_cursor` as `cursor`",
         )
+    return await page_limit(request, limit)
 
 
-KEYSET_ONLY = [Depends(no_offset)]
-"""The dependencies of a list paged by cursor."""
+KeysetLimitDep = Annotated[int, Depends(keyset_limit)]
+"""The page size of a list paged by cursor."""
 
 
 def document_page_size(app: FastAPI, settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import KEYSET_ONLY, CallerDep, EngineDep, LimitDep
+from medrobotics.api.deps import CallerDep, EngineDep, KeysetLimitDep
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -27,13 +27,12 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
     "",
     response_model=OutcomePage,
     responses=responses("read"),
-    dependencies=KEYSET_ONLY,
 )
 def list_outcomes(
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
-    limit: LimitDep,
+    limit: KeysetLimitDep,
     success_status: Annotated[SuccessStatus | None, Query()] = None,
     category: Annotated[Category | None, Query()] = None,
     readmission: Annotated[

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import KEYSET_ONLY, CallerDep, EngineDep, LimitDep, invalid, respond
+from medrobotics.api.deps import CallerDep, EngineDep, KeysetLimitDep, invalid, respond
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -39,13 +39,12 @@ MAX_POINTS = 10_000
     "",
     response_model=ProcedurePage,
     responses=responses("read"),
-    dependencies=KEYSET_ONLY,
 )
 def list_procedures(
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
-    limit: LimitDep,
+    limit: KeysetLimitDep,
     category: Annotated[Category | None, Query()] = None,
     robot_id: Annotated[FilterId | None, Query()] = None,
     facility_id: Annotated[FilterId | None, Query()] = None,
