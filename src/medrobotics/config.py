@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     rds_password: SecretStr | None = None
     rds_secret: SecretStr | None = None
     db_pool_size: int = Field(10, ge=1, le=200, alias="MEDROBOTICS_DB_POOL_SIZE")
+    # Seconds a request waits for a pooled connection (and for a new one to open) before its
+    # 503: at most 2, so an outage answers at once instead of holding every request.
+    db_pool_timeout_s: float = Field(2.0, gt=0, le=2, alias="MEDROBOTICS_DB_POOL_TIMEOUT")
 
     # Lake: S3 bucket when set, else a folder under the data directory.
     s3_raw_bucket: str | None = None

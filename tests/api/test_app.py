@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
-from medrobotics import config
+from medrobotics import config, metrics
 from medrobotics.api.app import create_app
 from medrobotics.api.deps import Caller, get_caller
 from medrobotics.config import Settings
@@ -115,3 +115,39 @@ def test_database_unreachable_is_503(tmp_path: Path, which: int) -> None:
                 assert_error(response, 503, "unavailable")
         assert client.get("/health").status_code == 200
     engine.dispose()
+
+
+def test_an_exhausted_pool_answers_503_without_waiting_long(
+    settings: Settings, fleet: Fleet
+) -> None:
+    """No connection free within the checkout timeout: the read answers 503 and the error body."""
+    s = settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2})
+    app = create_app(s)  # its own engine, made from the settings
+    engine = app.state.engine
+    assert engine.pool.timeout() == 0.2
+    with TestClient(app) as client:
+        pid = fleet.procedures[0].procedure_id
+        paths = ["/api/procedures", f"/api/procedures/{pid}", "/api/outcomes", "/api/robots"]
+        assert all(client.get(p).status_code == 200 for p in paths)
+        # Every connection the pool may open, taken elsewhere (a stuck query, a burst).
+        held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+        try:
+            for path in [*paths, "/api/analytics/outcomes-summary", "/api/robots/robot-1"]:
+                response = client.get(path)
+                assert_error(response, 503, "unavailable")
+                assert response.headers["retry-after"] == "5"
+                assert response.json()["error"]["message"] == "database unavailable"
+            assert client.get("/api/health").status_code == 503
+        finally:
+            for conn in held:
+                conn.close()
+        assert all(client.get(p).status_code == 200 for p in paths)  # back at once
+    labels = {"service": "api-service", "method": "GET", "route": "/api/outcomes", "status": "503"}
+    assert (metrics.REGISTRY.get_sample_value("medrobotics_requests_total", labels) or 0) >= 1
+    engine.dispose()
+
+
+def test_the_pool_timeout_is_at_most_two_seconds() -> None:
+    assert config.load(environment="test").db_pool_timeout_s == 2
+    with pytest.raises(config.ConfigError, match="MEDROBOTICS_DB_POOL_TIMEOUT"):
+        config.load(environment="test", MEDROBOTICS_DB_POOL_TIMEOUT="10")

@@ -106,7 +106,7 @@ def test_control_characters_in_a_filter_are_422(
 
 @pytest.fixture
 def keyed(settings: Settings, engine: Engine, fleet: Fleet) -> Iterator[tuple[TestClient, str]]:
-    """The API with keys required, and a reader's key already seen (the read fast path)."""
+    """The API with keys required, and a reader's key already verified (cached)."""
     key = auth.issue(engine, name="reader", scopes=["api:read"]).key
     s = settings.model_copy(update={"auth": "required", "auth_cache_seconds": 300})
     with TestClient(create_app(s, engine=engine), raise_server_exceptions=False) as c:
@@ -114,7 +114,7 @@ def keyed(settings: Settings, engine: Engine, fleet: Fleet) -> Iterator[tuple[Te
         yield c, key
 
 
-def test_the_read_fast_path_holds_the_same_rules(keyed: tuple[TestClient, str]) -> None:
+def test_a_cached_key_meets_the_same_rules(keyed: tuple[TestClient, str]) -> None:
     client, key = keyed
     headers = {"Authorization": f"Bearer {key}"}
     cases = [

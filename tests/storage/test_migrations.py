@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from medrobotics.cli import app as cli
 from medrobotics.storage import migrate, partitions
 from medrobotics.storage.db import make_engine
-from medrobotics.storage.tables import POSTGRES_ONLY, metadata, telemetry, telemetry_summary
+from medrobotics.storage.tables import metadata, telemetry, telemetry_summary
 
 EXPECTED = {
     "robots",
@@ -55,8 +55,6 @@ def test_migrated_schema_matches_table_definitions(fresh_url: str) -> None:
     insp = inspect(engine)
     for table in metadata.sorted_tables:
         columns = {c["name"] for c in insp.get_columns(table.name)}
-        if engine.dialect.name == "postgresql":
-            columns -= POSTGRES_ONLY.get(table.name, set())
         assert columns == {c.name for c in table.columns}, table.name
         indexes = {i["name"] for i in insp.get_indexes(table.name)}
         assert {i.name for i in table.indexes} <= indexes, table.name
@@ -151,6 +149,141 @@ def test_default_partition_up_and_down(fresh_url: str) -> None:
         assert "telemetry_default" in _partitions(conn)
         assert conn.execute(select(func.count()).select_from(telemetry)).scalar() == 5
         assert conn.execute(text("SELECT count(*) FROM telemetry_default")).scalar() == 0
+    engine.dispose()
+
+
+def _schema(conn: Connection) -> dict[str, Any]:
+    """The schema objects by name and definition: columns, triggers, functions."""
+    tables = ("robots", "procedures", "outcomes")
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name"))
+        return {"objects": [tuple(r) for r in rows]}
+    insp = inspect(conn)
+    columns = {t: sorted(c["name"] for c in insp.get_columns(t)) for t in tables}
+    triggers = conn.execute(
+        text(
+            "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+            "WHERE NOT tgisinternal ORDER BY 1, 2"
+        )
+    )
+    functions = conn.execute(
+        text(
+            "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' AND p.prokind = 'f' ORDER BY 1, 2"
+        )
+    )
+    return {
+        "columns": columns,
+        "triggers": [tuple(r) for r in triggers],
+        "functions": [tuple(r) for r in functions],
+    }
+
+
+DOCUMENTS = {
+    "procedures": ("page_doc", "outcome_doc", "outcome_page_doc"),
+    "outcomes": ("page_doc",),
+    "robots": ("page_doc",),
+}
+"""The stored page JSON of migrations 0006 and 0007, which 0009 drops."""
+WRITERS = {
+    "procedures_docs",
+    "procedures_page_doc",
+    "procedures_outcome_doc",
+    "outcomes_docs",
+    "outcomes_page_doc",
+    "outcomes_link",
+    "outcomes_unlink_all",
+    "robots_docs",
+    "robots_page_doc",
+}
+"""Their triggers and functions."""
+
+
+def _write(conn: Connection, n: int) -> None:
+    start = datetime(2024, 6, 1, 8, n, tzinfo=UTC)
+    conn.execute(
+        text(
+            "INSERT INTO robots (robot_id, robot_model, facility_id) "
+            "VALUES (:r, 'Versius', 'fac-1')"
+        ),
+        {"r": f"robot-{n}"},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO procedures (procedure_id, robot_id, procedure_category, start_time, "
+            "status, patient_id) VALUES (:p, :r, 'cardiac', :t, 'completed', 'pat-1')"
+        ),
+        {"p": f"proc-{n}", "r": f"robot-{n}", "t": start},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO outcomes (procedure_id, success_status, complications) "
+            "VALUES (:p, 'successful', '[]')"
+        ),
+        {"p": f"proc-{n}"},
+    )
+
+
+@pytest.mark.parametrize("fresh_url", ["sqlite", "postgresql"], indirect=True)
+def test_page_documents_dropped_and_restored(fresh_url: str) -> None:
+    """0009 drops the stored page JSON; its downgrade restores 0006's and 0007's exactly."""
+    engine = make_engine(fresh_url, pool_size=1)
+    postgres = engine.dialect.name == "postgresql"
+    migrate.upgrade(engine, "0008")
+    with engine.begin() as conn:
+        before = _schema(conn)
+        _write(conn, 1)
+    if postgres:
+        assert all(set(cols) <= set(before["columns"][t]) for t, cols in DOCUMENTS.items())
+
+    migrate.upgrade(engine, "0009")
+    with engine.begin() as conn:
+        at_head = _schema(conn)
+        if postgres:
+            for table, cols in DOCUMENTS.items():
+                assert not set(cols) & set(at_head["columns"][table]), table
+            names = {f[0] for f in at_head["functions"]} | {t[1] for t in at_head["triggers"]}
+            assert not names & WRITERS, names & WRITERS
+        else:
+            assert at_head == before
+        # Written while no documents are kept: the downgrade writes theirs.
+        _write(conn, 2)
+        conn.execute(text("UPDATE procedures SET status = 'aborted' WHERE procedure_id = 'proc-1'"))
+
+    migrate.downgrade(engine, "0008")
+    with engine.begin() as conn:
+        assert _schema(conn) == before
+        if postgres:
+            built = conn.execute(
+                text(
+                    "SELECT p.procedure_id, p.page_doc = procedures_page_doc(p), "
+                    "p.outcome_page_doc, o.page_doc = outcomes_page_doc(o), "
+                    "r.page_doc = robots_page_doc(r), p.page_doc FROM procedures p "
+                    "JOIN outcomes o USING (procedure_id) JOIN robots r USING (robot_id) "
+                    "ORDER BY 1"
+                )
+            ).all()
+            assert [(r[0], r[1], r[3], r[4]) for r in built] == [
+                ("proc-1", True, True, True),
+                ("proc-2", True, True, True),
+            ]
+            assert '"aborted"' in built[0][5] and '"robot-2"' in built[1][2]
+            assert all("pat-1" not in r[2] + r[5] for r in built)
+            # The triggers are back: a write keeps its document.
+            _write(conn, 3)
+            doc = conn.execute(
+                text("SELECT outcome_page_doc FROM procedures WHERE procedure_id = 'proc-3'")
+            ).scalar_one()
+            assert '"successful"' in doc and '"robot-3"' in doc
+
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head()
+    with engine.connect() as conn:
+        again = _schema(conn)
+    if postgres:
+        for table, cols in DOCUMENTS.items():
+            assert not set(cols) & set(again["columns"][table]), table
     engine.dispose()
 
 

@@ -7,15 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
-from starlette.types import Receive, Scope, Send
 
 from medrobotics import __version__
-from medrobotics.api import analytics, fast, outcomes, procedures, robots
+from medrobotics.api import analytics, outcomes, procedures, robots
 from medrobotics.api.caching import AnswerCache
 from medrobotics.api.deps import document_page_size
 from medrobotics.auth import Guard, require
 from medrobotics.config import Settings
-from medrobotics.storage.db import Reader, make_engine, make_pool
+from medrobotics.storage.db import make_engine
 from medrobotics.ui.dashboard import install_dashboard
 from medrobotics.ui.docs import install_docs
 from medrobotics.web import (
@@ -33,39 +32,19 @@ from medrobotics.web import (
 SERVICE = "api-service"
 
 
-class ApiApp(FastAPI):
-    """The FastAPI app, behind the fast path for plain list and detail reads (see api.fast)."""
-
-    fast: fast.FastReads | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reads = self.fast
-        if reads is not None and scope["type"] == "http" and fast.taken(scope):
-            await reads(scope, receive, send, super().__call__)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the query API service for `settings`."""
-    engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
-    pool = make_pool(engine, size=settings.db_pool_size)
+    engine = engine or make_engine(
+        settings.db_url, pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout_s
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         cap_threads(settings)
-        if pool is not None:
-            # Not waiting for the first connection: a database that is down must not keep the
-            # service from starting (it answers 503 until the database is back).
-            await pool.open(wait=False)
-        try:
-            async with emf_lines(settings, SERVICE):
-                yield
-        finally:
-            if pool is not None:
-                await pool.close()
+        async with emf_lines(settings, SERVICE):
+            yield
 
-    app = ApiApp(
+    app = FastAPI(
         title="medrobotics query API",
         version=__version__,
         description="Robots, procedures, outcomes, telemetry and analytics of the fleet. "
@@ -78,11 +57,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.reader = reader = Reader(engine, pool)
     app.state.settings = settings
-    app.state.guard = guard = Guard(engine, settings)
+    app.state.guard = Guard(engine, settings)
     app.state.answers = AnswerCache(settings.analytics_cache_seconds)
-    app.fast = fast.FastReads(service=SERVICE, settings=settings, guard=guard, reader=reader)
     install_errors(app)
     install_metrics(app, service=SERVICE, engine=engine)
     app.add_middleware(RequestContext, service=SERVICE)

@@ -2,6 +2,8 @@
 
 These dependencies do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency
 in the thread pool, a round trip per dependency per request that cost more than the work.
+The routes that read are plain `def`: FastAPI runs each in the thread pool (capped at the
+connection pool's size, web.cap_threads), where it reads through the engine's pool.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from sqlalchemy import Engine
 
@@ -18,7 +19,6 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
 from medrobotics.errors import InvalidInput
-from medrobotics.storage.db import Reader
 from medrobotics.web import ORJSONResponse
 
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
@@ -36,14 +36,7 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_reader(request: Request) -> Reader:
-    """Return the service's reader (async on PostgreSQL)."""
-    reader: Reader = request.app.state.reader
-    return reader
-
-
 EngineDep = Annotated[Engine, Depends(get_engine)]
-ReaderDep = Annotated[Reader, Depends(get_reader)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -66,25 +59,28 @@ async def get_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
-    """Drop patient data (at any depth) unless the caller holds `phi:read`; audit when shown."""
+def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+    """Drop patient data (at any depth) unless the caller holds `phi:read`; audit when shown.
+
+    Call from a worker thread (a `def` route): the audit is a write.
+    """
     if caller.phi:
         ids = sorted(_phi_records(data))
         if ids and caller.request is not None and caller.principal is not None:
             engine = caller.request.app.state.engine
-            await anyio.to_thread.run_sync(audit_phi, engine, caller.request, caller.principal, ids)
+            audit_phi(engine, caller.request, caller.principal, ids)
         return data
     return strip_phi(data)
 
 
-async def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
-    """Answer with `data` as the caller may see it, serialized directly.
+def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
+    """Answer with `data` as the caller may see it, serialized once, by orjson.
 
-    The route's response_model still declares (and documents) the shape; a test holds every
-    answer to it. Skipping FastAPI's re-validation of the returned dict halves the cost of a
-    100-row page.
+    The route's response_model is the contract: a test holds every answer to it. FastAPI's
+    re-validation of the returned dict would only check, at a page's every request, what the
+    typed rows already are.
     """
-    return ORJSONResponse(await visible(caller, data))
+    return ORJSONResponse(visible(caller, data))
 
 
 def _phi_records(value: Any) -> set[str]:
@@ -116,28 +112,32 @@ def _strip(value: Any) -> Any:
     return value
 
 
-async def page_limit(
-    settings: SettingsDep,
-    limit: Annotated[
-        int, Query(ge=1, description="Items per page, up to `maximum` (MEDROBOTICS_MAX_PAGE_SIZE).")
-    ] = 50,
-) -> int:
+Limit = Annotated[
+    int, Query(ge=1, description="Items per page, up to `maximum` (MEDROBOTICS_MAX_PAGE_SIZE).")
+]
+
+
+async def page_limit(request: Request, limit: Limit = 50) -> int:
     """Check the page size against the configured maximum."""
-    if limit > settings.max_page_size:
-        raise invalid("limit", f"must be at most {settings.max_page_size}")
+    # The settings from the app, not a sub-dependency: each one costs every list request.
+    most = request.app.state.settings.max_page_size
+    if limit > most:
+        raise invalid("limit", f"must be at most {most}")
     return limit
 
 
 LimitDep = Annotated[int, Depends(page_limit)]
 
 
-async def no_offset(
+async def keyset_limit(
+    request: Request,
+    limit: Limit = 50,
     offset: Annotated[str | None, Query(include_in_schema=False)] = None,
-) -> None:
-    """Refuse `offset` on a list paged by cursor.
+) -> int:
+    """Check the page size of a list paged by cursor, and refuse `offset` there.
 
-    Clients written for offset-paged APIs send it; ignored, such a client would read the first
-    page forever.
+    Clients written for offset-paged APIs send `offset`; ignored, such a client would read
+    the first page forever.
     """
     if offset is not None:
         raise invalid(
@@ -145,10 +145,11 @@ async def no_offset(
             "this list is paged by cursor, not offset: follow `next`, or pass the previous "
             "page's `next_cursor` as `cursor`",
         )
+    return await page_limit(request, limit)
 
 
-KEYSET_ONLY = [Depends(no_offset)]
-"""The dependencies of a list paged by cursor."""
+KeysetLimitDep = Annotated[int, Depends(keyset_limit)]
+"""The page size of a list paged by cursor."""
 
 
 def document_page_size(app: FastAPI, settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import KEYSET_ONLY, CallerDep, LimitDep, ReaderDep
+from medrobotics.api.deps import CallerDep, EngineDep, KeysetLimitDep
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -17,7 +17,7 @@ from medrobotics.api.params import (
 )
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
-from medrobotics.storage import outcomes
+from medrobotics.storage import outcomes, pages
 from medrobotics.web import responses
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
@@ -26,15 +26,13 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
 @router.get(
     "",
     response_model=OutcomePage,
-    response_model_exclude_unset=True,
     responses=responses("read"),
-    dependencies=KEYSET_ONLY,
 )
-async def list_outcomes(
+def list_outcomes(
     request: Request,
-    reader: ReaderDep,
+    engine: EngineDep,
     caller: CallerDep,
-    limit: LimitDep,
+    limit: KeysetLimitDep,
     success_status: Annotated[SuccessStatus | None, Query()] = None,
     category: Annotated[Category | None, Query()] = None,
     readmission: Annotated[
@@ -50,7 +48,8 @@ async def list_outcomes(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    rows = await reader.page(
+    rows = pages.read(
+        engine,
         outcomes.page(
             success_status=success_status,
             category=category,
@@ -60,6 +59,6 @@ async def list_outcomes(
             after=after,
             limit=limit,
             phi=caller.phi,
-        )
+        ),
     )
-    return await respond_page(caller, request, rows, limit)
+    return respond_page(caller, request, rows, limit)

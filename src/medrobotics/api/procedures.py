@@ -6,15 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import (
-    KEYSET_ONLY,
-    CallerDep,
-    EngineDep,
-    LimitDep,
-    ReaderDep,
-    invalid,
-    respond,
-)
+from medrobotics.api.deps import CallerDep, EngineDep, KeysetLimitDep, invalid, respond
 from medrobotics.api.params import (
     Cursor,
     End,
@@ -33,7 +25,7 @@ from medrobotics.domain.procedures import (
 )
 from medrobotics.domain.telemetry import READINGS, TelemetrySeries
 from medrobotics.errors import NotFound
-from medrobotics.storage import procedures
+from medrobotics.storage import pages, procedures
 from medrobotics.storage.db import reading
 from medrobotics.web import responses
 
@@ -46,15 +38,13 @@ MAX_POINTS = 10_000
 @router.get(
     "",
     response_model=ProcedurePage,
-    response_model_exclude_unset=True,
     responses=responses("read"),
-    dependencies=KEYSET_ONLY,
 )
-async def list_procedures(
+def list_procedures(
     request: Request,
-    reader: ReaderDep,
+    engine: EngineDep,
     caller: CallerDep,
-    limit: LimitDep,
+    limit: KeysetLimitDep,
     category: Annotated[Category | None, Query()] = None,
     robot_id: Annotated[FilterId | None, Query()] = None,
     facility_id: Annotated[FilterId | None, Query()] = None,
@@ -71,7 +61,8 @@ async def list_procedures(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    rows = await reader.page(
+    rows = pages.read(
+        engine,
         procedures.page(
             category=category,
             robot_id=robot_id,
@@ -83,23 +74,23 @@ async def list_procedures(
             after=after,
             limit=limit,
             phi=caller.phi,
-        )
+        ),
     )
-    return await respond_page(caller, request, rows, limit)
+    return respond_page(caller, request, rows, limit)
 
 
 @router.get(
     "/{procedure_id}",
     response_model=ProcedureDetail,
-    response_model_exclude_unset=True,
     responses=responses("lookup"),
 )
-async def get_procedure(procedure_id: PathId, reader: ReaderDep, caller: CallerDep) -> Any:
+def get_procedure(procedure_id: PathId, engine: EngineDep, caller: CallerDep) -> Any:
     """Show a procedure with its robot, its outcome and a summary of its telemetry."""
-    row = await reader.first(procedures.detail_select(), {"procedure_id": procedure_id})
-    if row is None:
+    with reading(engine) as conn:
+        item = procedures.detail(conn, procedure_id=procedure_id)
+    if item is None:
         raise NotFound(f"no procedure {procedure_id!r}")
-    return await respond(caller, procedures.detail_from(row))
+    return respond(caller, item)
 
 
 @router.get(

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from medrobotics.api.deps import EngineDep, LimitDep, ReaderDep
+from medrobotics.api.deps import EngineDep, LimitDep
 from medrobotics.api.params import FilterId, FilterText, PathId, offset_page, query_of
 from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
-from medrobotics.storage import robots
+from medrobotics.storage import pages, robots
 from medrobotics.storage.db import reading
 from medrobotics.web import ORJSONResponse, responses
 
@@ -18,9 +18,9 @@ router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 
 @router.get("", response_model=RobotPage, responses=responses("read"))
-async def list_robots(
+def list_robots(
     request: Request,
-    reader: ReaderDep,
+    engine: EngineDep,
     limit: LimitDep,
     facility_id: Annotated[FilterId | None, Query()] = None,
     status: Annotated[RobotStatus | None, Query()] = None,
@@ -31,7 +31,7 @@ async def list_robots(
     query = robots.page(
         facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
     )
-    rows = await reader.page(query)
+    rows = pages.read(engine, query)
     page = offset_page(*query_of(request), rows, limit, offset)
     return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 

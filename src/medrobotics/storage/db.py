@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import psycopg
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from medrobotics.errors import Unavailable
-from medrobotics.storage import pages
-from medrobotics.storage.pages import Query, Rows
 
 # Every ingest transaction is bounded: the archiver's watermark trusts that nothing received
 # more than this long ago is still uncommitted.
 STATEMENT_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
-    """Create an engine for `url` with the pool and session options this platform relies on."""
+POOL_TIMEOUT_S = 2.0
+"""The longest a request waits for a pooled connection (MEDROBOTICS_DB_POOL_TIMEOUT)."""
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout: float = POOL_TIMEOUT_S, **kwargs: Any
+) -> Engine:
+    """Create an engine for `url` with the pool and session options this platform relies on.
+
+    Every read and write of a service goes through this engine's pool. A request waits at most
+    `pool_timeout` seconds for a connection, and a new connection at most as long (rounded up
+    to libpq's least, 2 s), so a database outage or an exhausted pool answers 503 at once
+    rather than after the load balancer gives up.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -37,6 +45,7 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            pool_timeout=pool_timeout,
             **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -51,90 +60,25 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         # serves only the occasional extra: the archiver, a long NDJSON stream. Overflow
         # connections are opened and closed per use, which costs more than the query.
         max_overflow=max(2, pool_size // 2),
-        # Fail fast when the pool is exhausted: a 503 beats a request hanging past the ALB.
-        pool_timeout=10,
+        pool_timeout=pool_timeout,
         # RDS and the ALB drop idle connections; recycle before they do.
         pool_recycle=1800,
         # No pre-ping: it costs a round trip per request; dead connections are detected on
         # use and the whole pool is invalidated, so the next request reconnects.
         pool_pre_ping=False,
-        connect_args=SESSION,
+        connect_args={**SESSION, "connect_timeout": max(2, math.ceil(pool_timeout))},
         **kwargs,
     )
 
 
 SESSION: dict[str, Any] = {
-    "connect_timeout": 5,
     "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
     f" -c idle_in_transaction_session_timeout={STATEMENT_TIMEOUT_MS}"
-    # Pages built by PostgreSQL write times in the session's zone: always UTC.
+    # Times read without SQLAlchemy's types (storage.pages) come in the session's zone: UTC.
     " -c TimeZone=UTC",
     "application_name": "medrobotics",
 }
-"""The options of every PostgreSQL connection, pooled by the engine or by the async pool."""
-
-
-def make_pool(engine: Engine, *, size: int) -> AsyncConnectionPool[Any] | None:
-    """Create (unopened) the async connection pool the API reads through; None off PostgreSQL.
-
-    Reads on the event loop cost no thread hand-off per request, which with one worker was a
-    large share of a page's time.
-    """
-    if engine.dialect.name != "postgresql":
-        return None
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=size,
-        kwargs={**SESSION, "autocommit": True},
-        open=False,
-        # Fail fast when the pool is exhausted: a 503 beats a request hanging past the ALB.
-        timeout=10,
-        max_idle=1800,
-        name="api-reads",
-    )
-
-
-class Reader:
-    """Runs reads: on PostgreSQL over the async pool, elsewhere in a worker thread."""
-
-    def __init__(self, engine: Engine, pool: AsyncConnectionPool[Any] | None) -> None:
-        self.engine = engine
-        self.pool = pool
-
-    async def page(self, query: Query) -> Rows:
-        """Read one page."""
-        if self.pool is None:
-            return await anyio.to_thread.run_sync(self._page, query)
-        async with self._connection() as conn:
-            return await pages.fetch_async(conn, query)
-
-    async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Mapping[str, Any] | None:
-        """Return the first row of `stmt` (built once, reused) as a mapping, or None."""
-        if self.pool is None:
-            return await anyio.to_thread.run_sync(self._first, stmt, params)
-        async with self._connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(pages.postgres_sql(stmt), params)
-            return await cur.fetchone()
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        if self.pool is None:
-            raise RuntimeError("no async pool off PostgreSQL")
-        with _outages():
-            async with self.pool.connection() as conn:
-                yield conn
-
-    def _page(self, query: Query) -> Rows:
-        with reading(self.engine) as conn:
-            return pages.fetch(conn, query)
-
-    def _first(self, stmt: Select[Any], params: dict[str, Any]) -> Mapping[str, Any] | None:
-        with reading(self.engine) as conn:
-            row = conn.execute(stmt, params).mappings().first()
-            return dict(row) if row is not None else None
+"""The options of every PostgreSQL connection (the connect timeout is the engine's)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -159,7 +103,8 @@ def is_postgres(conn: Connection | Engine) -> bool:
 
 @contextmanager
 def _outages() -> Iterator[None]:
-    # A database that does not answer is the client's "retry later", not a crash.
+    # A database that does not answer, or a pool with no connection free in time, is the
+    # client's "retry later", not a crash.
     try:
         yield
     except (OperationalError, psycopg.OperationalError, PoolTimeout) as exc:

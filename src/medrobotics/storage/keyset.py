@@ -28,24 +28,20 @@ def newest_first(
     limit: int,
     phi: bool,
     phi_fields: tuple[str, ...],
-    doc: Callable[[], ColumnElement[str]] | None = None,
-    stored: Callable[[tuple[str, ...]], Select[Any]] | None = None,
 ) -> Query:
     """Return a page of `listing` by procedure start, newest first from `after`, to read.
 
     `listing` builds the select for the names of the filters given (bound by those names);
     None values are filters not given. Without `phi` the `phi_fields` are left out; with it,
-    the rows that show them are flagged for the audit. `doc` is the rows' stored JSON without
-    the `phi_fields` (PostgreSQL), used when they are left out, read from `stored` (a listing
-    like `listing`) when given.
+    the rows that show them are flagged for the audit.
     """
     params = {k: v for k, v in given.items() if v is not None}
     names = tuple(params)
     if after is not None:
         params["after_time"], params["after_id"] = after
 
-    def build(source: Callable[[tuple[str, ...]], Select[Any]] = listing) -> Select[Any]:
-        stmt = source(names)
+    def build() -> Select[Any]:
+        stmt = listing(names)
         if after is None:
             return stmt
         return stmt.where(after_key(procedures.c.start_time, procedures.c.procedure_id))
@@ -57,10 +53,8 @@ def newest_first(
         keys=KEY,
         ident="procedure_id",
         flag=phi_fields if phi else (),
-        doc=None if phi else doc,
     )
-    from_docs = (lambda: build(stored)) if stored is not None and shape.doc is not None else None
-    return Query(build, shape, params, limit, stored=from_docs)
+    return Query(build, shape, params, limit)
 
 
 def _newest_first() -> list[Any]:

@@ -15,7 +15,6 @@ from sqlalchemy import (
 )
 
 from medrobotics.domain.outcomes import PHI_FIELDS, OutcomeIn
-from medrobotics.storage import pages
 from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import UtcDateTime, outcomes, procedures
@@ -71,26 +70,7 @@ def page(
         limit=limit,
         phi=phi,
         phi_fields=PHI_FIELDS,
-        doc=page_doc,
-        stored=_stored,
     )
-
-
-page_doc = pages.stored_json("procedures.outcome_page_doc")
-"""An outcome's stored page JSON, on its procedure's row (PostgreSQL, migration 0006)."""
-
-
-_OWN_FILTERS = frozenset({"success_status", "readmission"})
-
-
-def _stored(names: tuple[str, ...]) -> Select[Any]:
-    # Without a filter on the outcome's own fields, a page is a range of procedures carrying an
-    # outcome's page object: no lookup of the outcome per row.
-    if _OWN_FILTERS & set(names):
-        return _listing(names)
-    p, conds = procedures.c, _conditions()
-    has_outcome = page_doc().is_not(None)
-    return select(p.procedure_id, p.start_time).where(has_outcome, *[conds[n]() for n in names])
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:

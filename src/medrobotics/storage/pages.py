@@ -1,11 +1,17 @@
-"""Pages of rows ready for the answer: JSON built by PostgreSQL, or dicts on SQLite.
+"""Pages of rows: one statement per page, the one place list pages are read.
 
-A 100-row page cost about 3 ms of Python per request when every row became a dict, every
-timestamp a datetime, and then JSON again. On PostgreSQL the database builds the page's JSON
-(`json_agg`) in the same statement that reads it, and the service embeds that text in the
-answer untouched (an `orjson.Fragment`): the per-row work runs in C, in the database process.
 Each page's statement is built and compiled once per shape (which filters are given), with
-the filter values as bound parameters: building the SQL cost as much as running it.
+the filter values as bound parameters: building and compiling the SQL cost as much as running
+it. Patient fields are left out in SQL when the caller may not see them, and a page that
+reports how many rows match in all reads that count in the same statement.
+
+On SQLite the rows come back typed (SQLAlchemy's types) and the service writes their JSON
+(web.dumps). On PostgreSQL the same statement's rows are written as one JSON array by
+`json_agg`, beside the next page's key and the ids whose patient fields are shown, and the
+service embeds that text untouched (an `orjson.Fragment`): loading 100 rows of typed values
+into Python and writing them again cost the service about twice the CPU of the rest of the
+request (docs/design.md, The read path). Both write the same JSON: times in UTC with an
+explicit offset and the fraction without trailing zeros, floats in their shortest exact form.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Engine,
     Integer,
     Select,
     Text,
@@ -29,7 +35,11 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from medrobotics.storage.db import reading
+
+TOTAL = "page_total"
+"""The column carrying how many rows match in all, on pages that report it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +47,7 @@ class Rows:
     """One page of rows."""
 
     items: list[dict[str, Any]] | orjson.Fragment
-    """The rows, in order, without the omitted columns: ready for orjson."""
+    """The rows, in order, without the omitted columns: dicts, or their JSON array."""
     more: bool
     """Whether a row follows the page."""
     last: dict[str, Any] | None
@@ -60,13 +70,6 @@ class Shape:
     ident: str = ""
     flag: tuple[str, ...] = ()
     total: bool = False
-    doc: Callable[[], ColumnElement[str]] | None = None
-    """On PostgreSQL, each row's JSON as stored beside it (0006, 0007); None: built here."""
-
-
-def stored_json(column: str) -> Callable[[], ColumnElement[str]]:
-    """Return a `Shape.doc`: the page JSON a trigger keeps in `column` ("table.column")."""
-    return lambda: literal_column(column, Text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,6 @@ class Query:
     params: Mapping[str, Any]
     limit: int
     offset: int = 0
-    stored: Callable[[], Select[Any]] | None = field(default=None, compare=False)
-    """On PostgreSQL with `shape.doc`: the select to read the documents from (else `build`)."""
 
     def values(self) -> dict[str, Any]:
         """Return every parameter of the page's statement."""
@@ -88,85 +89,87 @@ class Query:
         return {**self.params, **page}
 
 
-_POSTGRES = PGDialect_psycopg()
-_sql: dict[Shape, str] = {}
-_statements: dict[Select[Any], str] = {}
-_plain_stmts: dict[Shape, tuple[Select[Any], Select[Any] | None]] = {}
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    stmt: Select[Any]
+    sql: str | None
+    """PostgreSQL: the page as JSON (see `_json`), compiled once, run as driver SQL."""
+    count: Select[Any]
+    """How many rows match in all (read alone only when the page itself is empty)."""
+
+
+_statements: dict[tuple[str, Shape], _Statement] = {}
+
+
+def read(engine: Engine, query: Query) -> Rows:
+    """Read one page in its own unit of work; an outage surfaces as Unavailable."""
+    with reading(engine) as conn:
+        return fetch(conn, query)
 
 
 def fetch(conn: Connection, query: Query) -> Rows:
-    """Read one page on a synchronous connection (either database)."""
-    if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
-        row = raw.execute(_postgres_sql(query), query.values()).fetchone()  # type: ignore[union-attr]
-        return _from_json(row, query)
-    shape = query.shape
-    if shape not in _plain_stmts:
-        stmt = query.build()
-        count = select(func.count()).select_from(stmt.subquery()) if shape.total else None
-        _plain_stmts[shape] = (_plain(stmt, shape), count)
-    stmt, count = _plain_stmts[shape]
-    rows = [dict(r) for r in conn.execute(stmt, query.values()).mappings()]
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    flagged = [r[shape.ident] for r in rows if any(r.get(f) is not None for f in shape.flag)]
-    items = [{k: v for k, v in r.items() if k not in shape.omit} for r in rows]
+    """Read one page (either database)."""
+    shape, limit = query.shape, query.limit
+    stmt = _statement(conn, query)
+    if stmt.sql is not None:
+        return _from_json(conn.exec_driver_sql(stmt.sql, query.values()).one(), query)
+    # fetchall: iterating the result fetches row by row, which cost more than the query.
+    result = conn.execute(stmt.stmt, query.values())
+    names = tuple(result.keys())
+    rows = [dict(zip(names, r, strict=True)) for r in result.all()]
+    more = len(rows) > limit
+    del rows[limit:]
+    total = None
+    if shape.total:
+        if rows:
+            total = int(rows[0][TOTAL])
+            for r in rows:
+                del r[TOTAL]
+        else:  # past the end (or nothing matches): the count alone
+            total = int(conn.execute(stmt.count, dict(query.params)).scalar_one())
+    flagged = [r[shape.ident] for r in rows if any(r[f] is not None for f in shape.flag)]
     last = {k: rows[-1][k] for k in shape.keys} if more else None
-    total = int(conn.execute(count, dict(query.params)).scalar_one()) if count is not None else None
-    return Rows(items, more, last, flagged, total)
+    return Rows(rows, more, last, flagged, total)
 
 
-async def fetch_async(conn: AsyncConnection[Any], query: Query) -> Rows:
-    """Read one page on an asynchronous PostgreSQL connection."""
-    cur = await conn.execute(_postgres_sql(query), query.values())
-    return _from_json(await cur.fetchone(), query)
+def _statement(conn: Connection, query: Query) -> _Statement:
+    key = (conn.dialect.name, query.shape)
+    found = _statements.get(key)
+    if found is None:
+        found = _statements[key] = _build(conn, query)
+    return found
 
 
-def _postgres_sql(query: Query) -> str:
-    sql = _sql.get(query.shape)
-    if sql is None:
-        # A page built by json_agg (no `doc`) reads the full listing, not the documents'.
-        build = query.stored if query.shape.doc is not None and query.stored else query.build
-        sql = _sql[query.shape] = postgres_sql(_json(build(), query.shape))
-    return sql
+def _build(conn: Connection, query: Query) -> _Statement:
+    shape = query.shape
+    stmt = query.build()
+    count = select(func.count()).select_from(stmt.subquery())
+    shown = [c for c in stmt.selected_columns if c.key not in shape.omit]
+    page = stmt.with_only_columns(*shown).order_by(*shape.order())
+    page = page.limit(bindparam("page_rows")).offset(bindparam("page_skip"))
+    if conn.dialect.name == "postgresql":
+        sql = _json(page, shape, count).compile(dialect=conn.dialect).string
+        return _Statement(page, sql, count)
+    if shape.total:
+        # An uncorrelated scalar subquery: evaluated once per statement.
+        page = page.add_columns(count.scalar_subquery().label(TOTAL))
+    return _Statement(page, None, count)
 
 
-def postgres_sql(stmt: Select[Any]) -> str:
-    """Return the SQL text of a statement for psycopg (cached per statement object)."""
-    sql = _statements.get(stmt)
-    if sql is None:
-        sql = _statements[stmt] = stmt.compile(dialect=_POSTGRES).string
-    return sql
-
-
-def _plain(stmt: Select[Any], shape: Shape) -> Select[Any]:
-    page = stmt.order_by(*shape.order()).limit(bindparam("page_rows"))
-    return page.offset(bindparam("page_skip"))
-
-
-def _json(stmt: Select[Any], shape: Shape) -> Select[Any]:
+def _json(page: Select[Any], shape: Shape, count: Select[Any]) -> Select[Any]:
     # The page plus one row (to tell whether more follow) as one JSON array, the row count,
-    # the key of the page's last row, and which rows carry flagged fields. Every aggregate
-    # reads the ordered subquery's rows in the same order; the array keeps it.
+    # the key of the page's last row, which rows carry flagged fields, and the total. Every
+    # aggregate reads the ordered subquery's rows in the same order; the array keeps it.
+    r = page.subquery("r")
     end = bindparam("page_end", type_=Integer)
-    if shape.doc is not None:
-        r = _plain(stmt.add_columns(shape.doc().label("page_doc")), shape).subquery("r")
-        # Separated as json_agg separates elements (_from_json cuts the extra row there).
-        docs = func.string_agg(r.c.page_doc, literal_column("E', \\n '"))
-        empty: Any = literal_column("''")
-        close: Any = literal_column("']'")
-        array: Any = literal_column("'['").op("||")(func.coalesce(docs, empty)).op("||")(close)
-    else:
-        full = _plain(stmt, shape).subquery("full")
-        r = select(*[c for c in full.c if c.key not in shape.omit]).subquery("r")
-        array = func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json"))
+    array = func.coalesce(func.json_agg(r.table_valued()), literal_column("'[]'::json"))
     cols: list[Any] = [array.cast(Text), func.count()]
     cols += [func.array_agg(r.c[k])[end] for k in shape.keys]
     if shape.flag:
         any_set = or_(*[r.c[f].is_not(None) for f in shape.flag])
         cols.append(func.array_agg(case((any_set, r.c[shape.ident]))))
     if shape.total:
-        cols.append(select(func.count()).select_from(stmt.subquery()).scalar_subquery())
+        cols.append(count.scalar_subquery())
     return select(*cols)
 
 
@@ -181,7 +184,7 @@ def _from_json(row: Any, query: Query) -> Rows:
     k = len(shape.keys)
     last = dict(zip(shape.keys, row[2 : 2 + k], strict=True)) if more else None
     rest = 2 + k
-    flagged = []
+    flagged: list[str] = []
     if shape.flag:
         flagged = [i for i in (row[rest] or [])[:limit] if i is not None]
         rest += 1

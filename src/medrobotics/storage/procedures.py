@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import Connection, Select, bindparam, select
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
-from medrobotics.storage import pages
 from medrobotics.storage import telemetry as telemetry_q
 from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
@@ -123,12 +122,7 @@ def page(
         limit=limit,
         phi=phi,
         phi_fields=PHI_FIELDS,
-        doc=page_doc,
     )
-
-
-page_doc = pages.stored_json("procedures.page_doc")
-"""A procedure's stored page JSON, without patient fields (PostgreSQL, migration 0006)."""
 
 
 def _listing(names: tuple[str, ...]) -> Select[Any]:

@@ -33,9 +33,6 @@ def get(conn: Connection, *, robot_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-_PAGE_DOC = pages.stored_json("robots.page_doc")  # PostgreSQL, migration 0007
-
-
 def page(
     *,
     facility_id: str | None = None,
@@ -48,7 +45,7 @@ def page(
     given = {"facility_id": facility_id, "status": status, "robot_model": model}
     params = {k: v for k, v in given.items() if v is not None}
     names = tuple(params)
-    shape = pages.Shape(name=("robots", names), order=_by_id, total=True, doc=_PAGE_DOC)
+    shape = pages.Shape(name=("robots", names), order=_by_id, total=True)
     return Query(lambda: _listing(names), shape, params, limit, offset)
 
 

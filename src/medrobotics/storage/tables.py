@@ -101,15 +101,6 @@ robots = Table(
     Index(None, "robot_model"),
 )
 
-POSTGRES_ONLY = {
-    "procedures": {"page_doc", "outcome_doc", "outcome_page_doc"},
-    "outcomes": {"page_doc"},
-    "robots": {"page_doc"},
-}
-"""Columns PostgreSQL adds (migrations 0006, 0007): the rows' stored page JSON, kept by triggers
-and read only by the page statements. Left out of these tables so that no other select reads
-them."""
-
 procedures = Table(
     "procedures",
     metadata,
