@@ -386,6 +386,14 @@ def seed(
     Console().print(table)
 
 
+@app.command("archiver")
+def archiver_cmd(data_dir: DataDir = None) -> None:
+    """Run the lake archiver until SIGTERM or SIGINT (no HTTP; the ECS archiver service)."""
+    from medrobotics import archiver
+
+    archiver.run(_settings(data_dir))
+
+
 @app.command("archive")
 def archive_cmd(data_dir: DataDir = None) -> None:
     """Export committed telemetry and batch payloads to the lake until caught up."""
