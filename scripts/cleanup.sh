@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Remove a deployment in reverse order: services, task definitions, load
-# balancer, cluster, (foundation with --foundation), then the task definition
-# revisions the tasks stack retains, the ECR repositories, the secrets
-# deploy-ecs.sh created (never the foundation's) and the retained log groups.
+# Remove a deployment in reverse order: lake catalog (its query results
+# first), services, task definitions, load balancer, cluster, (foundation with
+# --foundation), then the task definition revisions the tasks stack retains,
+# the ECR repositories, the secrets deploy-ecs.sh created (never the
+# foundation's) and the retained log groups.
 #
 #   ENVIRONMENT_NAME=medrobotics AWS_REGION=us-east-1 ./cleanup.sh --yes [--foundation] [--keep-logs] [--keep-images]
 #
 # Kept on purpose: the load balancer access-log bucket and, with the
-# foundation, the raw-data bucket and a final database snapshot.
+# foundation, the raw-data bucket, the key of the lake's patient hash (the
+# lake in that bucket was keyed with it) and a final database snapshot.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -42,12 +44,23 @@ fi
 EXPORTED_SECRET_ARN="$(export_value "${ENV_NAME}-DatabaseSecretArn")"
 
 # ---------------------------------------------------------------- stacks
+# The Athena results bucket goes with its stack, which CloudFormation cannot delete while
+# the bucket holds results: empty it first (results only, never versioned).
+if [[ "$(stack_status "${ENV_NAME}-lake-catalog")" != DOES_NOT_EXIST ]]; then
+  results="$(awsr cloudformation describe-stacks --stack-name "${ENV_NAME}-lake-catalog" \
+    --query "Stacks[0].Outputs[?OutputKey=='QueryResultsBucketName'].OutputValue" --output text)"
+  if [[ -n "${results}" && "${results}" != None ]]; then
+    awsr s3 rm "s3://${results}" --recursive --quiet
+    log "emptied the query results bucket ${results}"
+  fi
+fi
+delete_stack "${ENV_NAME}-lake-catalog"
 delete_stack "${ENV_NAME}-ecs-services"
 delete_stack "${ENV_NAME}-ecs-tasks"
 
 # Task definitions outlive their stack (DeletionPolicy Retain, so that a
 # services rollback finds its revisions); with the services gone they go too.
-for family in data-ingestion api-service migrate; do
+for family in data-ingestion api-service archiver migrate; do
   for revision in $(awsr ecs list-task-definitions --family-prefix "${ENV_NAME}-${family}" \
       --status ACTIVE --query taskDefinitionArns --output text); do
     # The prefix also matches longer family names: only this family's revisions.
@@ -90,8 +103,11 @@ fi
 # manages (the foundation's <env>/rds-credentials has the same name: it goes
 # with its stack) and never the database secret a stack exports: the database
 # would stay and its tasks could no longer read its password. Recoverable for
-# 7 days; deploy-ecs.sh restores a secret scheduled for deletion.
-for secret in "${ENV_NAME}/rds-credentials" "${ENV_NAME}/bootstrap-key"; do
+# 7 days; deploy-ecs.sh restores a secret scheduled for deletion (the lake hash
+# key too: restored within the 7 days, patient keys stay linkable across the
+# redeployment; after them a new key is generated).
+for secret in "${ENV_NAME}/rds-credentials" "${ENV_NAME}/bootstrap-key" \
+    "${ENV_NAME}/medrobotics/lake-hash-key"; do
   if ! line="$(awsr secretsmanager describe-secret --secret-id "${secret}" \
       --query "[ARN, DeletedDate, Tags[?Key=='CreatedBy'].Value | [0], Tags[?Key=='Environment'].Value | [0], Tags[?Key=='aws:cloudformation:stack-name'].Value | [0]]" \
       --output text 2>/dev/null)"; then
@@ -122,7 +138,7 @@ if [[ "${keep_logs}" == true ]]; then
   log "keeping the log groups /aws/ecs/${ENV_NAME}/* (a new deployment needs them gone)"
 else
   for group in "/aws/ecs/${ENV_NAME}/data-ingestion" "/aws/ecs/${ENV_NAME}/api-service" \
-      "/aws/ecs/${ENV_NAME}/migrate" "aws-waf-logs-${ENV_NAME}"; do
+      "/aws/ecs/${ENV_NAME}/archiver" "/aws/ecs/${ENV_NAME}/migrate" "aws-waf-logs-${ENV_NAME}"; do
     if [[ -n "$(awsr logs describe-log-groups --log-group-name-prefix "${group}" \
         --query "logGroups[?logGroupName=='${group}'].logGroupName" --output text)" ]]; then
       awsr logs delete-log-group --log-group-name "${group}"

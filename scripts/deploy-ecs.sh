@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploy the ECS platform, in order: (optional foundation), cluster, load
-# balancer, task definitions, the one-off database migration, services.
+# balancer, task definitions, the one-off database migration, services (with
+# the lake archiver), then the lake catalog (Glue tables, Athena workgroup).
 # Safe to run again: every stack is created or updated, "no updates" is fine.
 #
 #   ENVIRONMENT_NAME=medrobotics AWS_REGION=us-east-1 RDS_PASSWORD=... ./deploy-ecs.sh
@@ -20,6 +21,8 @@
 #   ALARM_EMAIL                 subscribe an address to the alarm topic
 #   MEDROBOTICS_BOOTSTRAP_KEY   stored as the secret ${ENVIRONMENT_NAME}/bootstrap-key and injected
 #   SKIP_MIGRATION=true         do not run the migration task (the schema is known to be current)
+#   ATHENA_BYTES_SCANNED_CUTOFF bytes one Athena query may scan (default 10 GiB)
+#   CREATE_ANALYST_POLICY       create the lake's analyst managed policy (default true)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -35,6 +38,7 @@ CLUSTER_STACK="${ENV_NAME}-ecs-cluster"
 ALB_STACK="${ENV_NAME}-alb"
 TASKS_STACK="${ENV_NAME}-ecs-tasks"
 SERVICES_STACK="${ENV_NAME}-ecs-services"
+CATALOG_STACK="${ENV_NAME}-lake-catalog"
 TAG="$(image_tag)"
 EXEC="${ENABLE_EXECUTE_COMMAND:-false}"
 
@@ -142,6 +146,26 @@ if [[ -n "${MEDROBOTICS_BOOTSTRAP_KEY:-}" ]]; then
     "Bootstrap admin API key of ${ENV_NAME}" "${payload}")"
   rm -f "${payload}"
 fi
+
+# The key of the lake's patient hash: the foundation's, else one generated here the first
+# time. An existing key is never replaced: patient keys already in the lake were made with it.
+HASH_KEY_SECRET_ARN="$(export_value "${ENV_NAME}-LakeHashKeySecretArn")"
+if [[ -n "${HASH_KEY_SECRET_ARN}" ]]; then
+  log "lake hash key: secret exported by the foundation stack"
+  restore_if_deleted "${HASH_KEY_SECRET_ARN}"
+elif HASH_KEY_SECRET_ARN="$(awsr secretsmanager describe-secret \
+    --secret-id "${ENV_NAME}/medrobotics/lake-hash-key" --query ARN --output text 2>/dev/null)"; then
+  log "lake hash key: the existing secret ${ENV_NAME}/medrobotics/lake-hash-key"
+  restore_if_deleted "${HASH_KEY_SECRET_ARN}"
+else
+  payload="${WORK_TMP}/lake-hash-key"
+  # 256 random bits as 64 hex digits, straight into the file.
+  od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"${payload}"
+  HASH_KEY_SECRET_ARN="$(upsert_secret "${ENV_NAME}/medrobotics/lake-hash-key" \
+    "Key of the keyed hash that replaces patient ids in the ${ENV_NAME} lake (never replace it)" \
+    "${payload}")"
+  rm -f "${payload}"
+fi
 umask 022
 
 # ---------------------------------------------------------------- images
@@ -193,12 +217,14 @@ deploy_stack "${TASKS_STACK}" "${CFN_DIR}/03-ecs-task-definitions.yaml" \
   "DatabaseSecretArn=${DB_SECRET_ARN}" \
   "SecretsKmsKeyArn=${SECRETS_KMS_KEY_ARN}" \
   "BootstrapKeySecretArn=${BOOTSTRAP_SECRET_ARN}" \
+  "LakeHashKeySecretArn=${HASH_KEY_SECRET_ARN}" \
   "LakeKmsKeyArn=$(export_value "${ENV_NAME}-RawDataKmsKeyArn")" \
   "EnableExecuteCommand=${EXEC}"
 
 CLUSTER="$(stack_output "${CLUSTER_STACK}" ClusterName)"
 INGESTION_TASK_DEF="$(stack_output "${TASKS_STACK}" DataIngestionTaskDefinitionArn)"
 API_TASK_DEF="$(stack_output "${TASKS_STACK}" ApiServiceTaskDefinitionArn)"
+ARCHIVER_TASK_DEF="$(stack_output "${TASKS_STACK}" ArchiverTaskDefinitionArn)"
 
 # ---------------------------------------------------------------- migration
 # The schema moves before any task of the new revision takes traffic; a
@@ -272,13 +298,23 @@ deploy_stack "${SERVICES_STACK}" "${CFN_DIR}/04-ecs-services.yaml" \
   "EnvironmentName=${ENV_NAME}" \
   "DataIngestionTaskDefinitionArn=${INGESTION_TASK_DEF}" \
   "ApiServiceTaskDefinitionArn=${API_TASK_DEF}" \
+  "ArchiverTaskDefinitionArn=${ARCHIVER_TASK_DEF}" \
   "EnableExecuteCommand=${EXEC}" \
   "AlarmEmail=${ALARM_EMAIL:-}"
 trap 'rm -rf "${WORK_TMP}"' EXIT
+
+# ---------------------------------------------------------------- lake catalog
+# Glue tables with partition projection (no crawler) and the Athena workgroup.
+deploy_stack "${CATALOG_STACK}" "${CFN_DIR}/06-lake-catalog.yaml" \
+  "EnvironmentName=${ENV_NAME}" \
+  "LakeKmsKeyArn=$(export_value "${ENV_NAME}-RawDataKmsKeyArn")" \
+  "BytesScannedCutoffPerQuery=${ATHENA_BYTES_SCANNED_CUTOFF:-10737418240}" \
+  "CreateAnalystPolicy=${CREATE_ANALYST_POLICY:-true}"
 
 log "deployed ${ENV_NAME} at $(stack_output "${ALB_STACK}" LoadBalancerURL)"
 log "transport: $(stack_output "${ALB_STACK}" TransportSecurity)"
 if [[ -z "${DOMAIN_NAME:-}" ]]; then
   log "WARNING: plain HTTP: a trial deployment; set DOMAIN_NAME and HOSTED_ZONE_ID before real data flows"
 fi
+log "lake: Athena workgroup $(stack_output "${CATALOG_STACK}" WorkGroupName), database $(stack_output "${CATALOG_STACK}" LakeDatabaseName)"
 log "check it with: ./verify-deployment.sh"

@@ -78,7 +78,7 @@ check_service() {
   done
 }
 
-for service in "${SERVICES[@]}"; do
+for service in "${SERVICES[@]}" archiver; do
   check_service "${ENVIRONMENT_NAME}-${service}"
 done
 

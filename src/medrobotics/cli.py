@@ -388,6 +388,14 @@ def seed(
     Console().print(table)
 
 
+@app.command("archiver")
+def archiver_cmd(data_dir: DataDir = None) -> None:
+    """Run the lake archiver until SIGTERM or SIGINT (no HTTP; the ECS archiver service)."""
+    from medrobotics import archiver
+
+    archiver.run(_settings(data_dir))
+
+
 @app.command("archive")
 def archive_cmd(data_dir: DataDir = None) -> None:
     """Export committed telemetry, batch payloads and the day's snapshots to the lake."""

@@ -179,28 +179,29 @@ def scrape(_request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def emf_line(service: str, environment: str, *, now_ms: int | None = None) -> dict[str, Any]:
-    """Build one EMF record of the window since the last one, and reset it."""
-    requests, errors, samples, latencies = window(service).take()
-    metrics: list[dict[str, str]] = [
-        {"Name": "Requests", "Unit": "Count"},
-        {"Name": "Errors5xx", "Unit": "Count"},
-    ]
-    record: dict[str, Any] = {
-        "Service": service,
-        "Environment": environment,
-        "Requests": requests,
-        "Errors5xx": errors,
-    }
-    if latencies:
-        metrics.append({"Name": "RequestLatency", "Unit": "Milliseconds"})
-        record["RequestLatency"] = [round(v, 3) for v in latencies]
-    if service == "data-ingestion":
-        metrics.append({"Name": "IngestedSamples", "Unit": "Count"})
-        record["IngestedSamples"] = samples
-        lag = ARCHIVE_LAG._value.get()  # gauges hold one float
+def emf_line(
+    service: str, environment: str, *, lag: bool = False, now_ms: int | None = None
+) -> dict[str, Any]:
+    """Build one EMF record of the window since the last one, and reset it; `lag` adds the lag."""
+    metrics: list[dict[str, str]] = []
+    record: dict[str, Any] = {"Service": service, "Environment": environment}
+    if service != "archiver":  # the archiver serves no HTTP
+        requests, errors, samples, latencies = window(service).take()
+        metrics += [{"Name": "Requests", "Unit": "Count"}, {"Name": "Errors5xx", "Unit": "Count"}]
+        record.update(Requests=requests, Errors5xx=errors)
+        if latencies:
+            metrics.append({"Name": "RequestLatency", "Unit": "Milliseconds"})
+            record["RequestLatency"] = [round(v, 3) for v in latencies]
+        if service == "data-ingestion":
+            metrics.append({"Name": "IngestedSamples", "Unit": "Count"})
+            record["IngestedSamples"] = samples
+    if lag:
+        # Only where an archiver runs: ingestion tasks with MEDROBOTICS_ARCHIVE=0 would report
+        # a stale or zero lag beside the archiver's real one.
         metrics.append({"Name": "ArchiveLagSeconds", "Unit": "Seconds"})
-        record["ArchiveLagSeconds"] = lag
+        record["ArchiveLagSeconds"] = ARCHIVE_LAG._value.get()  # gauges hold one float
+        metrics.append({"Name": "ArchivePendingRows", "Unit": "Count"})
+        record["ArchivePendingRows"] = ARCHIVE_PENDING._value.get()
     record["_aws"] = {
         "Timestamp": now_ms if now_ms is not None else int(time.time() * 1000),
         "CloudWatchMetrics": [
@@ -211,7 +212,12 @@ def emf_line(service: str, environment: str, *, now_ms: int | None = None) -> di
 
 
 async def emit_emf(
-    service: str, environment: str, *, interval: float = 60.0, out: TextIO | None = None
+    service: str,
+    environment: str,
+    *,
+    interval: float = 60.0,
+    lag: bool = False,
+    out: TextIO | None = None,
 ) -> None:
     """Print an EMF line every `interval` seconds (and once more when cancelled)."""
     stream = out or sys.stdout
@@ -219,9 +225,9 @@ async def emit_emf(
     try:
         while True:
             await asyncio.sleep(interval)
-            stream.write(orjson.dumps(emf_line(service, environment)).decode() + "\n")
+            stream.write(orjson.dumps(emf_line(service, environment, lag=lag)).decode() + "\n")
             stream.flush()
     except asyncio.CancelledError:
-        stream.write(orjson.dumps(emf_line(service, environment)).decode() + "\n")
+        stream.write(orjson.dumps(emf_line(service, environment, lag=lag)).decode() + "\n")
         stream.flush()
         raise

@@ -367,8 +367,10 @@ async def emf_lines(settings: Settings, service: str) -> AsyncIterator[None]:
     if settings.metrics != "emf":
         yield
         return
+    # The archive lag only from an ingestion service that runs the archiver itself.
+    lag = service == "data-ingestion" and settings.archive_enabled
     task = asyncio.create_task(
-        metrics.emit_emf(service, settings.environment, interval=settings.emf_interval_s)
+        metrics.emit_emf(service, settings.environment, interval=settings.emf_interval_s, lag=lag)
     )
     try:
         yield

@@ -27,6 +27,7 @@ TEMPLATES = {
     "alb": "02-alb.yaml",
     "ecs-tasks": "03-ecs-task-definitions.yaml",
     "ecs-services": "04-ecs-services.yaml",
+    "lake-catalog": "06-lake-catalog.yaml",
 }
 # Deployed once per environment by an administrator, not by the scripts: the
 # pipeline's OIDC provider and roles.

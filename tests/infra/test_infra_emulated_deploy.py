@@ -1,12 +1,14 @@
 """The real scripts deploy the real templates to moto; then the guide's commands run.
 
 Moto keeps stacks, exports, load balancers, listeners, rules, target groups,
-ECS clusters, services, task definitions, log groups, dashboards, ECR and
-Secrets Manager faithfully enough to assert on. It silently skips auto
-scaling, alarms, WAF, bucket policies and CloudFormation-managed secrets, and
-ignores a service's capacity-provider strategy and load balancers and the
-load balancer's attributes and a log group's KMS key: the template tests
-check those.
+ECS clusters, services, task definitions, log groups, dashboards, ECR,
+Secrets Manager, S3 buckets and IAM managed policies faithfully enough to
+assert on. It silently skips auto scaling, alarms, WAF, bucket policies,
+CloudFormation-managed secrets and the Glue database and tables and the
+Athena workgroup (its CloudFormation has no model for them), and ignores a
+service's capacity-provider strategy and load balancers and the load
+balancer's attributes and a log group's KMS key: the template tests check
+those (the Glue and Athena definitions against the services' API models).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ENV = "medrobotics"
 REGION = "us-east-1"
 # Quotes and backslashes must survive the trip into the secret's JSON.
 PASSWORD = 'S3cure"pass\\word'
+HASH_KEY = f"{ENV}/medrobotics/lake-hash-key"
 
 
 class Deployment:
@@ -90,6 +93,10 @@ def deployment(moto_endpoint, tmp_path_factory):
     )
     assert deploy.returncode == 0, deploy.stderr
     dep.deploy_log = deploy.stderr
+    outputs = dep.aws("cloudformation", "describe-stacks", "--stack-name", f"{ENV}-lake-catalog")
+    dep.results_bucket = {
+        o["OutputKey"]: o["OutputValue"] for o in outputs["Stacks"][0]["Outputs"]
+    }["QueryResultsBucketName"]
     return dep
 
 
@@ -131,7 +138,7 @@ def test_pushing_the_same_commit_again_builds_nothing(deployment):
 def test_all_stacks_complete(deployment):
     stacks = deployment.aws("cloudformation", "describe-stacks")["Stacks"]
     status = {s["StackName"]: s["StackStatus"] for s in stacks}
-    for suffix in ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services"):
+    for suffix in ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services", "lake-catalog"):
         assert status[f"{ENV}-{suffix}"] == "CREATE_COMPLETE"
 
 
@@ -142,7 +149,8 @@ def test_the_stacks_were_deployed_in_order(deployment):
         if "creating stack " in line
     ]
     assert order == [
-        f"{ENV}-{s}" for s in ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services")
+        f"{ENV}-{s}"
+        for s in ("foundation", "ecs-cluster", "alb", "ecs-tasks", "ecs-services", "lake-catalog")
     ]
     log = deployment.deploy_log
     assert log.index("migration complete") < log.index(f"creating stack {ENV}-ecs-services")
@@ -318,7 +326,91 @@ def test_dashboard_dimensions_match_the_deployed_resources(deployment):
                 assert dims["ClusterName"] == f"{ENV}-cluster"
     assert seen_lb - {None} == {lb_full_name}
     assert seen_tg - {None} == tg_full_names
-    assert seen_services - {None} == {f"{ENV}-data-ingestion", f"{ENV}-api-service"}
+    assert seen_services - {None} == {
+        f"{ENV}-data-ingestion",
+        f"{ENV}-api-service",
+        f"{ENV}-archiver",
+    }
+
+
+def test_archiver_runs_the_ingestion_image_with_the_hash_key_as_a_secret(deployment):
+    key = deployment.aws("secretsmanager", "describe-secret", "--secret-id", HASH_KEY)
+    tags = {t["Key"]: t["Value"] for t in key["Tags"]}
+    assert tags["CreatedBy"] == "deploy-ecs.sh", "no foundation secret here: deploy made one"
+    value = deployment.aws("secretsmanager", "get-secret-value", "--secret-id", HASH_KEY)
+    assert re.fullmatch(r"[0-9a-f]{64}", value["SecretString"])
+    definition = deployment.aws(
+        "ecs", "describe-task-definition", "--task-definition", f"{ENV}-archiver"
+    )["taskDefinition"]
+    (container,) = definition["containerDefinitions"]
+    assert container["command"] == ["medrobotics", "archiver"]
+    assert container["image"].endswith(f"/{ENV}-data-ingestion:{deployment.tag}")
+    assert not container.get("portMappings")
+    # (the emulator keeps no task-level CPU and memory: the template tests check those)
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["MEDROBOTICS_ARCHIVE_MEMORY_MB"] == "1024"
+    assert "MEDROBOTICS_LAKE_HASH_KEY" not in env
+    assert value["SecretString"] not in json.dumps(definition)
+    secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert secrets["MEDROBOTICS_LAKE_HASH_KEY"] == key["ARN"]
+    assert secrets["RDS_SECRET"].split(":secret:")[1].startswith(f"{ENV}/rds-credentials")
+    assert container["logConfiguration"]["options"]["awslogs-group"] == f"/aws/ecs/{ENV}/archiver"
+    # Ingestion no longer archives, and never sees the key.
+    ingestion = deployment.aws(
+        "ecs", "describe-task-definition", "--task-definition", f"{ENV}-data-ingestion"
+    )["taskDefinition"]["containerDefinitions"][0]
+    assert {e["name"]: e["value"] for e in ingestion["environment"]}["MEDROBOTICS_ARCHIVE"] == "0"
+    assert "MEDROBOTICS_LAKE_HASH_KEY" not in json.dumps(ingestion)
+
+
+def test_archiver_service_is_one_task_that_never_overlaps_for_long(deployment):
+    (svc,) = deployment.aws(
+        "ecs", "describe-services", "--cluster", f"{ENV}-cluster", "--services", f"{ENV}-archiver"
+    )["services"]
+    assert svc["status"] == "ACTIVE"
+    assert svc["desiredCount"] == 1
+    assert svc["taskDefinition"].split("/")[-1].startswith(f"{ENV}-archiver:")
+    assert not svc.get("loadBalancers")
+    # (the emulator keeps no deployment configuration: the template tests check the 0 % / 100 %)
+
+
+def test_lake_catalog_results_bucket_and_analyst_policy(deployment):
+    bucket = deployment.results_bucket
+    encryption = deployment.aws("s3api", "get-bucket-encryption", "--bucket", bucket)
+    (rule,) = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+    # the foundation's lake key: the results are as encrypted as the lake
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    # (the emulator applies only a bucket's encryption and tags from a template: the template
+    # tests check its lifecycle expiry and public access block)
+    tags = deployment.aws("s3api", "get-bucket-tagging", "--bucket", bucket)["TagSet"]
+    assert {"Key": "Name", "Value": f"{ENV}-athena-results"} in tags
+    policies = deployment.aws("iam", "list-policies", "--scope", "Local")["Policies"]
+    (analyst,) = [p for p in policies if p["PolicyName"] == f"{ENV}-lake-analyst"]
+    version = deployment.aws(
+        "iam",
+        "get-policy-version",
+        "--policy-arn",
+        analyst["Arn"],
+        "--version-id",
+        analyst["DefaultVersionId"],
+    )["PolicyVersion"]["Document"]
+    document = json.loads(version) if isinstance(version, str) else version
+    text = json.dumps(document)
+    raw = deployment.aws("cloudformation", "describe-stacks", "--stack-name", f"{ENV}-foundation")[
+        "Stacks"
+    ][0]["Outputs"]
+    raw_bucket = {o["OutputKey"]: o["OutputValue"] for o in raw}["RawDataBucketName"]
+    assert f":workgroup/{ENV}-lake" in text
+    assert f":database/medrobotics_{ENV}_lake" in text
+    assert f"{raw_bucket}/raw/telemetry/*" in text and f"{raw_bucket}/raw/snapshots/*" in text
+    assert "batches" not in text, "raw request bodies are not the analysts'"
+    assert f"{bucket}/results/*" in text
+    outputs = deployment.aws(
+        "cloudformation", "describe-stacks", "--stack-name", f"{ENV}-lake-catalog"
+    )["Stacks"][0]["Outputs"]
+    values = {o["OutputKey"]: o["OutputValue"] for o in outputs}
+    assert values["WorkGroupName"] == f"{ENV}-lake"
+    assert values["LakeDatabaseName"] == f"medrobotics_{ENV}_lake"
 
 
 def test_redeploy_updates_the_stacks_and_rolls_out_a_new_tag(deployment):
@@ -346,7 +438,11 @@ def test_redeploy_updates_the_stacks_and_rolls_out_a_new_tag(deployment):
     parameters = {
         p["ParameterKey"]: p["ParameterValue"] for p in services["Stacks"][0]["Parameters"]
     }
-    for key in ("ApiServiceTaskDefinitionArn", "DataIngestionTaskDefinitionArn"):
+    for key in (
+        "ApiServiceTaskDefinitionArn",
+        "DataIngestionTaskDefinitionArn",
+        "ArchiverTaskDefinitionArn",
+    ):
         # The services stack is handed the revisions the tasks stack made.
         assert parameters[key] == outputs[key]
 
@@ -400,7 +496,12 @@ def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
         for line in result.stderr.splitlines()
         if "deleting stack " in line
     ]
-    assert order == [f"{ENV}-{s}" for s in ("ecs-services", "ecs-tasks", "alb", "ecs-cluster")]
+    assert order == [
+        f"{ENV}-{s}" for s in ("lake-catalog", "ecs-services", "ecs-tasks", "alb", "ecs-cluster")
+    ]
+    assert f"emptied the query results bucket {deployment.results_bucket}" in result.stderr
+    buckets = deployment.aws("s3api", "list-buckets")["Buckets"]
+    assert deployment.results_bucket not in {b["Name"] for b in buckets}
     stacks = deployment.aws("cloudformation", "describe-stacks")["Stacks"]
     remaining = {s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"}
     assert remaining == {f"{ENV}-foundation"}
@@ -420,7 +521,7 @@ def test_zz_cleanup_removes_everything_in_reverse_order(deployment):
         result.stderr
     )
     # The task definition revisions the tasks stack retained are deregistered.
-    for family in ("data-ingestion", "api-service", "migrate"):
+    for family in ("data-ingestion", "api-service", "archiver", "migrate"):
         active = deployment.aws(
             "ecs",
             "list-task-definitions",

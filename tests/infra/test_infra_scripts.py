@@ -259,6 +259,9 @@ def happy_deploy_scenario(migration_exit: int = 0) -> dict:
             "MigrationSecurityGroupId": "sg-m",
             "DataIngestionTaskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/d:1",
             "ApiServiceTaskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/a:1",
+            "ArchiverTaskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/r:1",
+            "WorkGroupName": f"{ENV}-lake",
+            "LakeDatabaseName": "medrobotics_medrobotics_lake",
             "LoadBalancerURL": "http://alb.example",
             "TransportSecurity": "WARNING plain HTTP",
         },
@@ -305,7 +308,7 @@ def test_deploy_runs_migration_before_services_and_keeps_the_password_off_argv(f
     }
     stacks_updated = [c[c.index("--stack-name") + 1] for c in calls if "update-stack" in c]
     assert stacks_updated == [
-        f"{ENV}-{s}" for s in ("ecs-cluster", "alb", "ecs-tasks", "ecs-services")
+        f"{ENV}-{s}" for s in ("ecs-cluster", "alb", "ecs-tasks", "ecs-services", "lake-catalog")
     ]
     ops = fake.ops()
     run_task = ops.index("ecs run-task")
@@ -431,6 +434,10 @@ def test_verify_checks_health_routing_and_services(fake, tmp_path):
 
 FOUNDATION_SECRET = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/rds-credentials-F0"
 BOOTSTRAP_SECRET = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/bootstrap-key-B0"
+FOUNDATION_HASH_KEY = (
+    "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/medrobotics/lake-hash-key-H0"
+)
+HASH_KEY_NAME = f"{ENV}/medrobotics/lake-hash-key"
 
 
 def secret(arn: str, tags: dict[str, str], deleted: str | None = None) -> dict:
@@ -522,6 +529,7 @@ def test_cleanup_deregisters_the_retained_task_definitions_of_its_families_only(
     scenario["ecs list-task-definitions"] = [
         {"taskDefinitionArns": [arn.format(f"{ENV}-data-ingestion", n) for n in (1, 2)]},
         {"taskDefinitionArns": [arn.format(f"{ENV}-api-service", 4)]},
+        {"taskDefinitionArns": [arn.format(f"{ENV}-archiver", 3)]},
         # a longer family that only shares the prefix stays
         {"taskDefinitionArns": [arn.format(f"{ENV}-migrate-other", 1)]},
     ]
@@ -537,16 +545,21 @@ def test_cleanup_deregisters_the_retained_task_definitions_of_its_families_only(
         arn.format(f"{ENV}-data-ingestion", 1),
         arn.format(f"{ENV}-data-ingestion", 2),
         arn.format(f"{ENV}-api-service", 4),
+        arn.format(f"{ENV}-archiver", 3),
     ]
 
 
 def foundation_deploy_scenario(deleted: str | None) -> dict:
     scenario = happy_deploy_scenario()
-    scenario["cloudformation list-exports"]["Exports"].append(
-        {"Name": f"{ENV}-DatabaseSecretArn", "Value": FOUNDATION_SECRET}
-    )
+    scenario["cloudformation list-exports"]["Exports"] += [
+        {"Name": f"{ENV}-DatabaseSecretArn", "Value": FOUNDATION_SECRET},
+        {"Name": f"{ENV}-LakeHashKeySecretArn", "Value": FOUNDATION_HASH_KEY},
+    ]
     scenario["secretsmanager describe-secret"] = secret(
         FOUNDATION_SECRET, {"aws:cloudformation:stack-name": f"{ENV}-foundation"}, deleted
+    )
+    scenario[f"secretsmanager describe-secret {FOUNDATION_HASH_KEY}"] = secret(
+        FOUNDATION_HASH_KEY, {"aws:cloudformation:stack-name": f"{ENV}-foundation"}
     )
     scenario["secretsmanager restore-secret"] = {"ARN": FOUNDATION_SECRET}
     return scenario
@@ -715,7 +728,7 @@ def test_stacks_are_deployed_with_the_cloudformation_role_when_given(fake):
     )
     assert result.returncode == 0, result.stderr
     updates = [c for c in fake.calls() if "update-stack" in c]
-    assert len(updates) == 4
+    assert len(updates) == 5
     assert all(c[c.index("--role-arn") + 1] == role for c in updates)
     plain = fake.run(happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
     assert plain.returncode == 0, plain.stderr
@@ -832,3 +845,104 @@ def test_verify_warns_of_plain_http(fake, tmp_path):
         server.wait(timeout=10)
     assert result.returncode == 0, result.stderr
     assert "the load balancer serves PLAIN HTTP (no domain): a trial deployment" in result.stderr
+
+
+# ---------------------------------------------------------------- the lake hash key
+
+
+def test_deploy_generates_the_lake_hash_key_once_off_argv(fake):
+    created = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/medrobotics/lake-hash-key-N0"
+    scenario = happy_deploy_scenario()
+    scenario[f"secretsmanager describe-secret {HASH_KEY_NAME}"] = {
+        "__error__": "(ResourceNotFoundException) Secrets Manager can't find the secret"
+    }
+    scenario["secretsmanager create-secret"] = {"ARN": created}
+    result = fake.run(scenario, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    (create,) = [c for c in fake.calls() if "create-secret" in c]
+    assert create[create.index("--name") + 1] == HASH_KEY_NAME
+    assert create[create.index("--secret-string") + 1].startswith("file://")
+    assert "Key=CreatedBy,Value=deploy-ecs.sh" in create, "cleanup.sh may delete only its own"
+    payloads = Path(f"{fake.log}.secrets").read_text().splitlines()
+    key = payloads[-1]
+    assert len(key) == 64 and int(key, 16) >= 0, "256 random bits as hex"
+    assert not any(key in arg for call in fake.calls() for arg in call)
+    assert fake.parameters(f"{ENV}-ecs-tasks")["LakeHashKeySecretArn"] == created
+
+
+def test_deploy_never_replaces_an_existing_lake_hash_key(fake):
+    existing = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/medrobotics/lake-hash-key-E0"
+    scenario = happy_deploy_scenario()
+    scenario[f"secretsmanager describe-secret {HASH_KEY_NAME}"] = secret(
+        existing, {"CreatedBy": "deploy-ecs.sh"}
+    )
+    result = fake.run(scenario, ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    writes = [c for c in fake.calls() if {"put-secret-value", "create-secret"} & set(c)]
+    assert all(HASH_KEY_NAME not in c and existing not in c for c in writes), writes
+    assert fake.parameters(f"{ENV}-ecs-tasks")["LakeHashKeySecretArn"] == existing
+
+
+def test_deploy_uses_the_foundations_lake_hash_key(fake):
+    result = fake.run(foundation_deploy_scenario(None), ["./deploy-ecs.sh"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert "lake hash key: secret exported by the foundation stack" in result.stderr
+    assert fake.parameters(f"{ENV}-ecs-tasks")["LakeHashKeySecretArn"] == FOUNDATION_HASH_KEY
+    assert not [c for c in fake.calls() if "create-secret" in c]
+
+
+def test_deploy_hands_the_archiver_revision_to_the_services_and_deploys_the_catalog(fake):
+    result = fake.run(happy_deploy_scenario(), ["./deploy-ecs.sh"], SCRIPTS_DIR, RDS_PASSWORD="x")
+    assert result.returncode == 0, result.stderr
+    services = fake.parameters(f"{ENV}-ecs-services")
+    assert services["ArchiverTaskDefinitionArn"] == "arn:aws:ecs:us-east-1:1:task-definition/r:1"
+    catalog = fake.parameters(f"{ENV}-lake-catalog")
+    assert catalog["BytesScannedCutoffPerQuery"] == str(10 * 1024**3)
+    assert catalog["CreateAnalystPolicy"] == "true"
+    assert f"Athena workgroup {ENV}-lake, database medrobotics_medrobotics_lake" in result.stderr
+
+
+def test_cleanup_keeps_the_foundations_hash_key_and_deletes_its_own(fake):
+    scenario = cleanup_scenario(
+        **{
+            "rds-credentials": {"__error__": "ResourceNotFoundException"},
+            "bootstrap-key": {"__error__": "ResourceNotFoundException"},
+            "medrobotics/lake-hash-key": secret(
+                FOUNDATION_HASH_KEY, {"aws:cloudformation:stack-name": f"{ENV}-foundation"}
+            ),
+        }
+    )
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert deleted_secrets(fake) == []
+    assert f"keeping secret {HASH_KEY_NAME}: it belongs to the stack" in result.stderr
+
+    own = "arn:aws:secretsmanager:us-east-1:1:secret:medrobotics/medrobotics/lake-hash-key-D0"
+    scenario[f"secretsmanager describe-secret {HASH_KEY_NAME}"] = secret(
+        own, {"Environment": ENV, "CreatedBy": "deploy-ecs.sh"}
+    )
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    assert deleted_secrets(fake) == [own], "recoverable for 7 days; deploy restores it"
+
+
+def test_cleanup_empties_the_query_results_then_deletes_the_catalog_first(fake):
+    scenario = cleanup_scenario()
+    scenario["secretsmanager describe-secret"] = {"__error__": "ResourceNotFoundException"}
+    deleted = {"__error__": "(ValidationError) Stack with id x does not exist"}
+    scenario[f"cloudformation describe-stacks {ENV}-lake-catalog"] = [
+        stack("CREATE_COMPLETE", {"QueryResultsBucketName": "results-bucket"}),
+        stack("CREATE_COMPLETE", {"QueryResultsBucketName": "results-bucket"}),
+        stack("CREATE_COMPLETE", {"QueryResultsBucketName": "results-bucket"}),
+        deleted,
+    ]
+    scenario["cloudformation delete-stack"] = {}
+    scenario["s3 rm"] = ""
+    result = fake.run(scenario, ["./cleanup.sh", "--yes"], SCRIPTS_DIR)
+    assert result.returncode == 0, result.stderr
+    ops = fake.ops()
+    (rm,) = [c for c in fake.calls() if "rm" in c]
+    assert "s3://results-bucket" in rm and "--recursive" in rm
+    assert ops.index("s3 rm") < ops.index("cloudformation delete-stack")
+    (delete,) = [c for c in fake.calls() if "delete-stack" in c]
+    assert delete[delete.index("--stack-name") + 1] == f"{ENV}-lake-catalog"

@@ -135,7 +135,11 @@ def test_no_iam_wildcards_beyond_the_unavoidable(templates, name):
     }
     template = templates[name]
     for logical, resource in template["Resources"].items():
-        if resource["Type"] not in ("AWS::IAM::Role", "AWS::IAM::Policy"):
+        if resource["Type"] not in (
+            "AWS::IAM::Role",
+            "AWS::IAM::Policy",
+            "AWS::IAM::ManagedPolicy",
+        ):
             continue
         for node in walk(resource["Properties"]):
             if not (isinstance(node, dict) and node.get("Effect") == "Allow" and "Action" in node):
@@ -186,6 +190,7 @@ def test_task_definition_revisions_survive_an_update_of_their_stack(templates):
     assert set(definitions) == {
         "DataIngestionTaskDefinition",
         "ApiServiceTaskDefinition",
+        "ArchiverTaskDefinition",
         "MigrationTaskDefinition",
     }
     for logical, definition in definitions.items():
@@ -196,6 +201,7 @@ def test_task_definition_revisions_survive_an_update_of_their_stack(templates):
     for service, parameter in (
         ("DataIngestionService", "DataIngestionTaskDefinitionArn"),
         ("ApiService", "ApiServiceTaskDefinitionArn"),
+        ("ArchiverService", "ArchiverTaskDefinitionArn"),
     ):
         assert services["Resources"][service]["Properties"]["TaskDefinition"] == {"Ref": parameter}
         assert "Export" not in templates["ecs-tasks"]["Outputs"][parameter]
@@ -428,20 +434,36 @@ def test_task_roles_least_privilege(templates):
     api_actions = {a for s in _statements(res["ApiServiceTaskRole"]) for a in _actions(s)}
     assert not any(a.startswith("s3:") for a in api_actions), "the API service needs no S3"
 
-    ingestion = _statements(res["DataIngestionTaskRole"])
-    s3 = [s for s in ingestion if any(a.startswith("s3:") for a in _actions(s))]
+    # Ingestion runs with MEDROBOTICS_ARCHIVE=0: the lake is the archiver's alone.
+    ingestion = {a for s in _statements(res["DataIngestionTaskRole"]) for a in _actions(s)}
+    assert not any(a.startswith("s3:") for a in ingestion), "ingestion no longer writes the lake"
+
+    archiver = _statements(res["ArchiverTaskRole"])
+    s3 = [s for s in archiver if any(a.startswith("s3:") for a in _actions(s))]
     objects = next(s for s in s3 if "s3:PutObject" in s["Action"])
-    prefixes = [r["Fn::Sub"][0] for r in objects["Resource"]]
-    assert prefixes and all("/${LakePrefix}" in p for p in prefixes)
+    # compaction deletes the parts it replaced; nothing beyond object reads and writes
+    assert set(objects["Action"]) == {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert objects["Resource"]["Fn::Sub"][0].endswith(":::${Bucket}/${LakePrefix}*")
     listing = next(s for s in s3 if s["Action"] == "s3:ListBucket")
-    assert all(
-        "${LakePrefix}" in p["Fn::Sub"] for p in listing["Condition"]["StringLike"]["s3:prefix"]
-    )
+    assert [p["Fn::Sub"] for p in listing["Condition"]["StringLike"]["s3:prefix"]] == [
+        "${LakePrefix}*"
+    ]
+    secrets = next(s for s in archiver if s["Action"] == "secretsmanager:GetSecretValue")
+    assert secrets["Resource"] == [{"Ref": "DatabaseSecretArn"}, {"Ref": "LakeHashKeySecretArn"}]
     for role in ("DataIngestionTaskRole", "ApiServiceTaskRole", "MigrationTaskRole"):
         secret = [
             s for s in _statements(res[role]) if s["Action"] == "secretsmanager:GetSecretValue"
         ]
         assert secret and secret[0]["Resource"] == {"Ref": "DatabaseSecretArn"}, role
+    # The hash key reaches the archiver's roles only.
+    for logical, role in resources(templates["ecs-tasks"], "AWS::IAM::Role").items():
+        if not logical.startswith("Archiver"):
+            assert "LakeHashKeySecretArn" not in json.dumps(role), logical
 
 
 @pytest.mark.parametrize(
@@ -449,6 +471,7 @@ def test_task_roles_least_privilege(templates):
     [
         ("DataIngestionExecutionRole", "${EnvironmentName}-DataIngestionLogGroupArn"),
         ("ApiServiceExecutionRole", "${EnvironmentName}-ApiServiceLogGroupArn"),
+        ("ArchiverExecutionRole", "${EnvironmentName}-ArchiverLogGroupArn"),
     ],
 )
 def test_execution_roles_write_only_their_log_groups(templates, role, log_group):
@@ -542,6 +565,8 @@ def test_alarms_cover_5xx_unhealthy_and_latency_with_dimensions(templates):
     metrics = {}
     for logical, alarm in alarms.items():
         props = alarm["Properties"]
+        if props["Namespace"] != "AWS/ApplicationELB":
+            continue
         dims = {d["Name"] for d in props["Dimensions"]}
         assert "LoadBalancer" in dims, logical
         if props["MetricName"] != "HTTPCode_ELB_5XX_Count":
@@ -562,7 +587,13 @@ def render_dashboard(template: dict) -> dict:
     assert sub_string(props["DashboardName"]) == "${EnvironmentName}-ecs-monitoring"
     body, variables = props["DashboardBody"]["Fn::Sub"]
     values = {name: f"<{name}>" for name in variables}
-    values.update({"AWS::Region": "us-east-1", "MetricsEnvironment": "production"})
+    values.update(
+        {
+            "AWS::Region": "us-east-1",
+            "MetricsEnvironment": "production",
+            "ArchiveLagAlarmSeconds": "900",
+        }
+    )
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], body)
     return json.loads(rendered)
 
@@ -605,14 +636,15 @@ def test_dashboard_metrics_carry_their_dimensions(templates):
         "RequestCount",
         "HTTPCode_Target_5XX_Count",
         "TargetResponseTime",
-        "CPUUtilization",
-        "MemoryUtilization",
-        "RunningTaskCount",
         "RequestLatency",
     ):
         assert len(seen.get(metric, set())) == 2, f"{metric} is not shown for both services"
+    for metric in ("CPUUtilization", "MemoryUtilization", "RunningTaskCount"):
+        assert len(seen.get(metric, set())) == 3, f"{metric} is not shown for all three services"
     assert seen["IngestedSamples"] == {"data-ingestion"}
-    assert seen["ArchiveLagSeconds"] == {"data-ingestion"}
+    # The lag comes from the archiver service now (ingestion tasks no longer archive).
+    assert seen["ArchiveLagSeconds"] == {"archiver"}
+    assert seen["ArchivePendingRows"] == {"archiver"}
     assert "RequestCount" in seen and "HTTPCode_ELB_5XX_Count" in seen
 
 
@@ -663,3 +695,277 @@ def test_every_checkov_skip_is_listed_with_a_reason(templates):
     config = yaml.safe_load((REPO_ROOT / ".checkov.yaml").read_text())
     assert "skip-check" not in config, "skips belong on their resources, listed in the file"
     assert config["skip-download"] is True
+
+
+# ---------------------------------------------------------------- lake archiver
+
+
+def test_archiver_task_runs_the_ingestion_image_without_http(templates):
+    res = templates["ecs-tasks"]["Resources"]
+    props = res["ArchiverTaskDefinition"]["Properties"]
+    params = templates["ecs-tasks"]["Parameters"]
+    (container,) = props["ContainerDefinitions"]
+    assert container["Command"] == ["medrobotics", "archiver"]
+    assert sub_string(container["Image"]).endswith("/${EnvironmentName}-data-ingestion:${ImageTag}")
+    assert "PortMappings" not in container and "HealthCheck" not in container
+    assert container["User"].split(":")[0] == "10001"
+    assert container["ReadonlyRootFilesystem"] is True
+    # its own size, 1 vCPU / 2 GB by default, and an export bound well below it
+    assert props["Cpu"] == {"Ref": "ArchiverCpu"} and params["ArchiverCpu"]["Default"] == "1024"
+    assert props["Memory"] == {"Ref": "ArchiverMemory"}
+    assert params["ArchiverMemory"]["Default"] == "2048"
+    env = {e["Name"]: e["Value"] for e in strip_novalue(container["Environment"])}
+    assert env["MEDROBOTICS_ARCHIVE_MEMORY_MB"] == {"Ref": "ArchiveMemoryMb"}
+    assert params["ArchiveMemoryMb"]["Default"] <= int(params["ArchiverMemory"]["Default"]) // 2
+    assert env["MEDROBOTICS_METRICS"] == "emf", "the lag reaches CloudWatch as EMF lines"
+    assert {"RDS_HOST", "S3_RAW_BUCKET", "MEDROBOTICS_LAKE_PREFIX"} <= set(env)
+    secrets = {s["Name"]: s["ValueFrom"] for s in strip_novalue(container["Secrets"])}
+    assert secrets == {
+        "RDS_SECRET": {"Ref": "DatabaseSecretArn"},
+        "MEDROBOTICS_LAKE_HASH_KEY": {"Ref": "LakeHashKeySecretArn"},
+    }
+    log_group = container["LogConfiguration"]["Options"]["awslogs-group"]
+    assert sub_string(log_group["Fn::ImportValue"]) == "${EnvironmentName}-ArchiverLogGroup"
+    assert props["TaskRoleArn"] == {"Fn::GetAtt": ["ArchiverTaskRole", "Arn"]}
+    assert props["ExecutionRoleArn"] == {"Fn::GetAtt": ["ArchiverExecutionRole", "Arn"]}
+
+
+def test_ingestion_tasks_do_not_archive(templates):
+    props = templates["ecs-tasks"]["Resources"]["DataIngestionTaskDefinition"]["Properties"]
+    (container,) = props["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in strip_novalue(container["Environment"])}
+    assert env["MEDROBOTICS_ARCHIVE"] == "0"
+    assert "MEDROBOTICS_LAKE_HASH_KEY" not in json.dumps(container)
+
+
+def test_archiver_service_is_one_unscaled_task_without_a_load_balancer(templates):
+    template = templates["ecs-services"]
+    props = template["Resources"]["ArchiverService"]["Properties"]
+    assert props["DesiredCount"] == 1
+    assert "LoadBalancers" not in props and "HealthCheckGracePeriodSeconds" not in props
+    config = props["DeploymentConfiguration"]
+    assert (config["MinimumHealthyPercent"], config["MaximumPercent"]) == (0, 100)
+    assert [s["CapacityProvider"] for s in props["CapacityProviderStrategy"]] == ["FARGATE"]
+    for target in resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values():
+        assert "ArchiverService" not in json.dumps(target), "the archiver is never scaled"
+    (sg,) = props["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
+    group = template["Resources"][sg["Ref"]]["Properties"]
+    assert "SecurityGroupIngress" not in group, "nothing connects to the archiver"
+    ingress = [
+        r["Properties"]
+        for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["SourceSecurityGroupId"] == sg
+    ]
+    assert [(i["FromPort"], i["ToPort"]) for i in ingress] == [(5432, 5432)]
+
+
+def test_archive_lag_alarm_watches_the_metric_the_archiver_publishes(templates):
+    from medrobotics import metrics
+
+    template = templates["ecs-services"]
+    props = template["Resources"]["ArchiveLagAlarm"]["Properties"]
+    metrics.archive_lag(seconds=12.0, rows=3)
+    line = metrics.emf_line("archiver", "production", lag=True)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert props["Namespace"] == directive["Namespace"]
+    assert props["MetricName"] in {m["Name"] for m in directive["Metrics"]}
+    assert line[props["MetricName"]] == 12.0
+    dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+    assert set(dims) == set(directive["Dimensions"][0])
+    assert dims == {"Environment": {"Ref": "MetricsEnvironment"}, "Service": line["Service"]}
+    assert props["Statistic"] == "Maximum"
+    assert props["Threshold"] == {"Ref": "ArchiveLagAlarmSeconds"}
+    # No line at all means no archiver: that is an alarm too.
+    assert props["TreatMissingData"] == "breaching"
+    assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_foundation_generates_the_lake_hash_key_and_keeps_it_with_the_lake(templates):
+    res = templates["foundation"]["Resources"]
+    key = res["LakeHashKeySecret"]
+    assert key["Type"] == "AWS::SecretsManager::Secret"
+    assert sub_string(key["Properties"]["Name"]) == "${EnvironmentName}/medrobotics/lake-hash-key"
+    generated = key["Properties"]["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32 and "SecretStringTemplate" not in generated
+    assert key["Properties"]["KmsKeyId"] == {"Ref": "FoundationKey"}
+    # the raw-data bucket is retained, and its patient keys were made with this key
+    assert key["DeletionPolicy"] == res["RawDataBucket"]["DeletionPolicy"] == "Retain"
+    outputs = templates["foundation"]["Outputs"]
+    assert outputs["LakeHashKeySecretArn"]["Value"] == {"Ref": "LakeHashKeySecret"}
+
+
+# ---------------------------------------------------------------- lake catalog
+
+GLUE_TYPES = {
+    "UtcDateTime": "timestamp",
+    "Date": "date",
+    "Double": "double",
+    "Integer": "bigint",
+    "BigInteger": "bigint",
+    "Boolean": "boolean",
+    "String": "string",
+    "Text": "string",
+    "JSON": "array<string>",
+    "Variant": "array<string>",
+}
+# docs/security.md: the lake never holds these in the clear.
+PHI_DROPPED = {"patient_age", "patient_gender", "surgeon_notes"}
+
+
+def _glue_tables(templates: dict) -> dict[str, dict]:
+    tables = resources(templates["lake-catalog"], "AWS::Glue::Table")
+    return {t["Properties"]["TableInput"]["Name"]: t["Properties"] for t in tables.values()}
+
+
+def _expected_columns(name: str) -> list[tuple[str, str]]:
+    from medrobotics.storage import tables as t
+
+    table = t.metadata.tables[name]
+    out = []
+    for column in table.columns:
+        if column.name in PHI_DROPPED:
+            continue
+        kind = GLUE_TYPES[type(column.type).__name__]
+        if column.name == "patient_id":
+            out.append(("patient_key", "string"))  # hex HMAC-SHA256 of the patient id
+        elif name == "telemetry" and column.name == "robot_id":
+            out.insert(0, ("robot_id", kind))  # first in the files, as the layout says
+        else:
+            out.append((column.name, kind))
+    return out
+
+
+def test_glue_tables_are_the_agreed_layout(templates):
+    found = _glue_tables(templates)
+    assert set(found) == {"telemetry", "robots", "procedures", "outcomes", "maintenance"}
+    for name, props in found.items():
+        table = props["TableInput"]
+        assert props["DatabaseName"] == {"Ref": "LakeDatabase"}
+        assert table["TableType"] == "EXTERNAL_TABLE"
+        columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+        assert columns == _expected_columns(name), name
+        assert not PHI_DROPPED & {c for c, _ in columns} and "patient_id" not in dict(columns)
+        assert table["PartitionKeys"] == [
+            {"Name": "date", "Type": "string", "Comment": table["PartitionKeys"][0]["Comment"]}
+        ]
+        p = table["Parameters"]
+        assert p["projection.enabled"] == "true"
+        assert p["projection.date.type"] == "date"
+        assert p["projection.date.format"] == "yyyy-MM-dd"
+        assert p["projection.date.range"] == "2000-01-01,NOW+1DAYS"
+        where = "telemetry/_manifests" if name == "telemetry" else f"snapshots/{name}"
+        template = p["storage.location.template"]["Fn::Sub"][0]
+        assert template == f"s3://${{Bucket}}/${{LakePrefix}}{where}/date=${{!date}}/"
+        location = table["StorageDescriptor"]["Location"]["Fn::Sub"][0]
+        assert location == f"s3://${{Bucket}}/${{LakePrefix}}{where}/"
+        serde = table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+        assert serde == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+        input_format = table["StorageDescriptor"]["InputFormat"]
+        if name == "telemetry":
+            # Athena follows the day manifest: the objects it lists, never the folder.
+            assert input_format == "org.apache.hadoop.hive.ql.io.SymlinkTextInputFormat"
+        else:
+            assert input_format == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+
+
+def test_glue_database_name_has_no_hyphens(templates):
+    props = templates["lake-catalog"]["Resources"]["LakeDatabase"]["Properties"]
+    name, variables = props["DatabaseInput"]["Name"]["Fn::Sub"]
+    assert name == "medrobotics_${Env}_lake"
+    assert variables["Env"] == {"Fn::Join": ["_", {"Fn::Split": ["-", {"Ref": "EnvironmentName"}]}]}
+
+
+def test_athena_workgroup_enforces_encrypted_results_and_a_scan_limit(templates):
+    template = templates["lake-catalog"]
+    group = one(template, "AWS::Athena::WorkGroup")["Properties"]
+    assert sub_string(group["Name"]) == "${EnvironmentName}-lake"
+    config = group["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "BytesScannedCutoffPerQuery"}
+    assert template["Parameters"]["BytesScannedCutoffPerQuery"]["MinValue"] == 10 * 1024**2
+    condition, kms, s3 = config["ResultConfiguration"]["EncryptionConfiguration"]["Fn::If"]
+    assert condition == "HasLakeKmsKey"
+    assert kms == {"EncryptionOption": "SSE_KMS", "KmsKey": {"Ref": "LakeKmsKeyArn"}}
+    assert s3 == {"EncryptionOption": "SSE_S3"}
+    assert sub_string(config["ResultConfiguration"]["OutputLocation"]).startswith(
+        "s3://${QueryResultsBucket}/"
+    )
+    bucket = template["Resources"]["QueryResultsBucket"]["Properties"]
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == {"Ref": "QueryResultsRetentionDays"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert "BucketEncryption" in bucket
+
+
+def _resolve(node: Any) -> Any:
+    """A template fragment with every intrinsic replaced by a plausible literal."""
+    if isinstance(node, dict):
+        if "Fn::Sub" in node:
+            text = sub_string(node)
+            text = text.replace("${!", "${")  # the literal ${date} Athena substitutes
+            return re.sub(r"\$\{(?!date\})[^}]+\}", "x", text)
+        if "Ref" in node:
+            return "123456789012" if node["Ref"] == "AWS::AccountId" else "x"
+        if "Fn::If" in node:
+            return _resolve(node["Fn::If"][1])
+        return {k: _resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v) for v in node]
+    return node
+
+
+def test_glue_and_athena_definitions_fit_the_service_apis(templates):
+    # The emulator cannot create Glue tables or Athena workgroups from a template; the
+    # services' own API models (botocore's) check every field name and type instead.
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    session = botocore.session.get_session()
+    validator = ParamValidator()
+
+    def check(service: str, operation: str, params: dict) -> None:
+        model = session.get_service_model(service).operation_model(operation)
+        report = validator.validate(params, model.input_shape)
+        assert not report.has_errors(), report.generate_report()
+
+    template = templates["lake-catalog"]
+    database = template["Resources"]["LakeDatabase"]["Properties"]
+    check("glue", "CreateDatabase", _resolve(database))
+    for props in _glue_tables(templates).values():
+        check("glue", "CreateTable", _resolve(props))
+    group = one(template, "AWS::Athena::WorkGroup")["Properties"]
+    # State and RecursiveDeleteOption are CloudFormation's own (UpdateWorkGroup, DeleteWorkGroup).
+    params = _resolve(
+        {k: v for k, v in group.items() if k not in ("State", "RecursiveDeleteOption")}
+    )
+    params["Configuration"] = params.pop("WorkGroupConfiguration")
+    params["Configuration"]["BytesScannedCutoffPerQuery"] = 10 * 1024**3
+    check("athena", "CreateWorkGroup", params)
+
+
+def test_analyst_policy_only_queries_through_the_workgroup(templates):
+    template = templates["lake-catalog"]
+    policy = template["Resources"]["AnalystPolicy"]
+    assert policy["Condition"] == "WithAnalystPolicy"
+    statements = strip_novalue(policy["Properties"]["PolicyDocument"]["Statement"])
+    actions = {a for s in statements for a in _actions(s)}
+    writes = {a for a in actions if a.startswith("s3:Put")}
+    assert writes == {"s3:PutObject"}
+    (results,) = [s for s in statements if "s3:PutObject" in _actions(s)]
+    assert sub_string(results["Resource"]).startswith("${QueryResultsBucket.Arn}/")
+    assert not {a for a in actions if a.startswith("glue:") and not a.startswith("glue:Get")}
+    assert not any(a.startswith(("s3:Delete", "iam:", "secretsmanager:")) for a in actions)
+    for statement in statements:
+        assert statement["Resource"] != "*", statement
+    text = json.dumps(statements)
+    assert "batches" not in text, "the raw request bodies stay with the archiver"
+    (athena,) = [s for s in statements if any(a.startswith("athena:") for a in _actions(s))]
+    assert sub_string(athena["Resource"]).endswith(":workgroup/${EnvironmentName}-lake")
+
+
+def test_the_catalog_stack_is_deployed_and_removed_by_the_scripts():
+    deploy = (SCRIPTS_DIR / "deploy-ecs.sh").read_text()
+    cleanup = (SCRIPTS_DIR / "cleanup.sh").read_text()
+    assert '"${CFN_DIR}/06-lake-catalog.yaml"' in deploy
+    assert 'delete_stack "${ENV_NAME}-lake-catalog"' in cleanup
+    assert cleanup.index("lake-catalog") < cleanup.index('delete_stack "${ENV_NAME}-ecs-services"')

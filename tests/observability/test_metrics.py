@@ -107,6 +107,19 @@ def test_emf_lines_follow_the_specification(client: TestClient) -> None:
     assert metrics.emf_line("data-ingestion", "test")["Requests"] == 0
 
 
+def test_emf_lines_carry_the_archive_lag_only_where_an_archiver_runs() -> None:
+    metrics.archive_lag(seconds=42.0, rows=7)
+    # An ingestion task with MEDROBOTICS_ARCHIVE=0 (ECS) leaves it to the archiver service.
+    assert "ArchiveLagSeconds" not in metrics.emf_line("data-ingestion", "test")
+    inside = metrics.emf_line("data-ingestion", "test", lag=True)  # `medrobotics up`
+    _check_emf(inside)
+    assert (inside["ArchiveLagSeconds"], inside["ArchivePendingRows"]) == (42.0, 7)
+    archiver = metrics.emf_line("archiver", "test", lag=True)
+    _check_emf(archiver)
+    names = {m["Name"] for m in archiver["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == {"ArchiveLagSeconds", "ArchivePendingRows"}, "no request metrics"
+
+
 def test_emf_emitter_writes_lines(client: TestClient) -> None:
     out = io.StringIO()
 
