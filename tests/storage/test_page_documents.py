@@ -143,7 +143,7 @@ def test_upgrade_writes_documents_of_existing_rows(fresh_url: str) -> None:
     write(engine, make_fleet(n_procedures=40))
     with engine.connect() as conn:
         before = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, "0008")  # 0010 empties the roll-ups for their job
     assert _assert_same_pages(engine) > 40
     with engine.connect() as conn:
         after = [conn.execute(select(t).order_by(*t.primary_key)).all() for t in ROLLUPS]

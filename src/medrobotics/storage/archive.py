@@ -29,8 +29,8 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, text, u
 from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
+from medrobotics.storage import analytics, partitions
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import partitions
 from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -39,8 +39,13 @@ log = logs.get("medrobotics.archive")
 
 TELEMETRY = "telemetry"
 BATCHES = "batches"
+ANALYTICS = "analytics"
 # Session advisory lock ids, one per stream ("mrlake" + n): constant across every task.
-LOCK_IDS = {TELEMETRY: 0x6D726C616B650001, BATCHES: 0x6D726C616B650002}
+LOCK_IDS = {
+    TELEMETRY: 0x6D726C616B650001,
+    BATCHES: 0x6D726C616B650002,
+    ANALYTICS: 0x6D726C616B65000A,
+}
 BATCHES_PER_RUN = 200  # payloads up to the body limit each: bounds one run's memory and time
 BACKOFF_CAP_S = 300.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,6 +95,7 @@ class Report:
     partitions_created: int = 0
     partitions_dropped: int = 0
     rows_deleted: int = 0
+    analytics_days: int = 0
     skipped: list[str] = field(default_factory=list)
     more: bool = False
 
@@ -102,6 +108,7 @@ class Report:
         self.partitions_created += other.partitions_created
         self.partitions_dropped += other.partitions_dropped
         self.rows_deleted += other.rows_deleted
+        self.analytics_days += other.analytics_days
         self.skipped.extend(s for s in other.skipped if s not in self.skipped)
 
 
@@ -118,7 +125,7 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    then apply retention."""
+    apply retention, then roll up the closed days of analytics."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
@@ -134,6 +141,14 @@ def run_once(
             export_batches(engine, lake, settings, report)
         else:
             report.skipped.append(BATCHES)
+    with exclusive(engine, ANALYTICS) as mine:
+        if mine:
+            days = analytics.roll_up_closed_days(engine)
+            report.analytics_days += days
+            if days:
+                log.info("analytics_rolled", days=days)
+        else:
+            report.skipped.append(ANALYTICS)
     return report
 
 
