@@ -14,10 +14,10 @@ from sqlalchemy import Connection, Engine, delete, select, text
 from medrobotics.domain.outcomes import SUCCESS_STATUSES, OutcomeIn
 from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES, ProcedureIn
 from medrobotics.domain.units import HOURS
-from medrobotics.storage import analytics
+from medrobotics.storage import analytics, migrate
 from medrobotics.storage import outcomes as outcomes_q
 from medrobotics.storage import procedures as procedures_q
-from medrobotics.storage.db import transaction
+from medrobotics.storage.db import make_engine, transaction
 from medrobotics.storage.tables import (
     archive_marks,
     outcome_days,
@@ -114,7 +114,7 @@ def _expected(conn: Connection, before: date) -> dict[str, set[tuple[Any, ...]]]
 
 
 def _stored(conn: Connection) -> dict[str, set[tuple[Any, ...]]]:
-    """The roll-ups as stored, in `_expected`'s column order."""
+    """The roll-ups as stored, in `_expected`'s column order, rows counting nothing left out."""
     pd, rd, rm, od = procedure_days.c, robot_days.c, robot_months.c, outcome_days.c
     queries = {
         "procedure_days": select(
@@ -126,9 +126,13 @@ def _stored(conn: Connection) -> dict[str, set[tuple[Any, ...]]]:
             pd.duration_n,
             pd.complexity_sum,
             pd.complexity_n,
+        ).where(pd.procedures != 0),
+        "robot_days": select(rd.day, rd.robot_id, rd.procedures, rd.duration_sum).where(
+            rd.procedures != 0
         ),
-        "robot_days": select(rd.day, rd.robot_id, rd.procedures, rd.duration_sum),
-        "robot_months": select(rm.month, rm.robot_id, rm.procedures, rm.duration_sum),
+        "robot_months": select(rm.month, rm.robot_id, rm.procedures, rm.duration_sum).where(
+            rm.procedures != 0
+        ),
         "outcome_days": select(
             od.day,
             od.procedure_category,
@@ -142,7 +146,7 @@ def _stored(conn: Connection) -> dict[str, set[tuple[Any, ...]]]:
             od.stay_n,
             od.satisfaction_sum,
             od.satisfaction_n,
-        ),
+        ).where(od.outcomes != 0),  # 0005's triggers left rows counting nothing
     }
     return {name: {_rounded(r) for r in conn.execute(q)} for name, q in queries.items()}
 
@@ -291,6 +295,8 @@ def test_late_writes_to_rolled_days_stay_exact(engine: Engine) -> None:
         for n, i in enumerate(IDS[:20])
     ]
     new = [_procedure(rng, f"late-{i:03d}") for i in range(10)]
+    # robot-0 had no use on any rolled day: its last use is on a stale one.
+    new[0] = new[0].model_copy(update={"robot_id": "robot-0", "status": "completed"})
     today = [
         _procedure(rng, f"today-{i:03d}").model_copy(
             update={
@@ -321,6 +327,7 @@ def test_late_writes_to_rolled_days_stay_exact(engine: Engine) -> None:
             conn, start=datetime.now(UTC) - timedelta(days=1), end=datetime.now(UTC)
         )
     assert use["robots"][1]["procedures"] >= 5
+    assert use["robots"][0]["last_used_at"] == new[0].start_time
     _assert_exact(engine)
     assert not {d for d in _stale(engine) if d < datetime.now(UTC).date()}
     _assert_answers_exact(engine)
@@ -457,3 +464,23 @@ def test_utilization_sums_months_and_days(engine: Engine, window: tuple[str, str
             if p["robot_id"] == robot["robot_id"] and p["status"] != "cancelled"
         ]
         assert robot["last_used_at"] == max(used, default=None)
+
+
+@pytest.mark.parametrize("fresh_url", ["sqlite", "postgresql"], indirect=True)
+def test_down_to_0008_and_up_again(fresh_url: str) -> None:
+    engine = make_engine(fresh_url, pool_size=2)
+    migrate.upgrade(engine)
+    _seed(engine)
+    roll(engine)
+    migrate.downgrade(engine, "0008")
+    # 0005's triggers again: the roll-ups rebuilt, then kept on every write, today's included.
+    _writes(engine, seed=3, rounds=4)
+    with engine.connect() as conn:
+        assert _stored(conn) == _expected(conn, date.max)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:  # emptied for the job; nothing rolled yet
+        assert not any(_stored(conn).values())
+    _assert_answers_exact(engine)
+    _assert_exact(engine)
+    _assert_answers_exact(engine)
+    engine.dispose()

@@ -214,12 +214,14 @@ def utilization(
     )
     # Latest use at any time: the robot's last rolled, unchanged day with uncancelled
     # procedures, then the latest of them from that day on (later days are either rolled
-    # without use or read here). Walking the procedures index back past cancelled ones
-    # instead costs a robot's whole history when it has none.
+    # without use or read here). Without such a day, only days the roll-ups do not hold can
+    # have its use: from the first of them on. Walking the procedures index back past
+    # cancelled ones instead costs a robot's whole history when it has none.
     d = robot_days.c
+    rolled = [d.day < cover.through] if cover.through is not None else [literal(False)]
     last_day = (
         select(d.day)
-        .where(d.robot_id == r.robot_id, d.procedures > 0, d.day.not_in(cover.stale))
+        .where(d.robot_id == r.robot_id, d.procedures > 0, *rolled, d.day.not_in(cover.stale))
         .order_by(d.day.desc())
         .limit(1)
         .correlate(robots)  # two levels down: auto-correlation only reaches one
@@ -229,7 +231,10 @@ def utilization(
     since: Any = last_day
     if conn.dialect.name == "postgresql":
         since = func.timezone(literal_column("'UTC'"), cast(last_day, DateTime))
-    since = func.coalesce(since, literal(datetime(1, 1, 2, tzinfo=UTC), UtcDateTime))
+    floor = datetime(1, 1, 2, tzinfo=UTC)
+    if cover.through is not None:
+        floor = _midnight(min([*cover.stale, cover.through]))
+    since = func.coalesce(since, literal(floor, UtcDateTime))
     last_used = (
         select(p.start_time)
         .where(p.robot_id == r.robot_id, p.status != "cancelled", p.start_time >= since)
