@@ -292,7 +292,7 @@ def utilization(
 
 
 def _robot_use(window: Split) -> Iterator[Select[Any]]:
-    """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then edges."""
+    """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then the base."""
     months, days = window.periods()
     m, d = robot_months.c, robot_days.c
     for lo, hi in months:
@@ -303,8 +303,8 @@ def _robot_use(window: Split) -> Iterator[Select[Any]]:
         yield select(
             d.robot_id, (d.procedures * sign).label("n"), (d.duration_sum * sign).label("minutes")
         ).where(d.day >= lo, d.day < hi)
-    edges = window.base_filter()
-    if edges is not None or not (months or days):
+    base = window.base_filter()
+    if base is not None or not (months or days):
         p = procedures.c
         yield (
             select(
@@ -312,7 +312,7 @@ def _robot_use(window: Split) -> Iterator[Select[Any]]:
                 func.count().label("n"),
                 func.coalesce(func.sum(p.duration_minutes), 0.0).label("minutes"),
             )
-            .where(edges if edges is not None else literal(False), p.status != "cancelled")
+            .where(base if base is not None else literal(False), p.status != "cancelled")
             .group_by(p.robot_id)
         )
 
@@ -364,7 +364,7 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
     """Return outcome counts, rates and means overall, by success status and by category.
 
     Covers outcomes of procedures that start in `[start, end)`. Sums and counts per (status,
-    category) group (at most 18, from the roll-up and the edges) combine into the three views.
+    category) group (at most 18, from the roll-up and the base) combine into the three views.
     """
     window = split(start, end, coverage(conn))
     groups: list[Any] = []
@@ -384,13 +384,13 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
             .group_by(d.success_status, d.procedure_category)
             .having(func.sum(d.outcomes) > 0)
         ).mappings()
-    edges = window.base_filter()
-    if edges is not None:
+    base = window.base_filter()
+    if base is not None:
         p, o = procedures.c, outcomes.c
         groups += conn.execute(
             select(o.success_status, p.procedure_category, *_outcome_sums(conn))
             .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
-            .where(edges)
+            .where(base)
             .group_by(o.success_status, p.procedure_category)
         ).mappings()
     by_status = [
@@ -440,10 +440,10 @@ def _procedure_groups(
             .group_by(*(d[k] for k in keys))
             .having(func.sum(d.procedures) > 0)
         ).mappings()
-    edges = window.base_filter()
-    if edges is not None:
+    base = window.base_filter()
+    if base is not None:
         p = procedures.c
-        conds = [edges]
+        conds = [base]
         if category is not None:
             conds.append(p.procedure_category == category)
         columns = {"day": _day(conn), **{k: p[k] for k in keys if k != "day"}}
