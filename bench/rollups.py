@@ -63,7 +63,7 @@ def time_analytics(engine: Engine, rounds: int) -> dict[str, Any]:
     return out
 
 
-def _procedure(i: int, start: datetime, **extra: Any) -> ProcedureIn:
+def _procedure(i: int, start: datetime) -> ProcedureIn:
     return ProcedureIn(
         procedure_id=f"w-{i:08d}",
         robot_id=f"r-{i % 500:04d}",
@@ -72,7 +72,6 @@ def _procedure(i: int, start: datetime, **extra: Any) -> ProcedureIn:
         duration_minutes=60.0 + i % 50,
         complexity_score=2.5,
         status="completed",
-        **extra,
     )
 
 
@@ -88,38 +87,50 @@ def _outcome(i: int) -> OutcomeIn:
     )
 
 
-def write_cost(engine: Engine, first: int, batches: int, size: int = 100) -> dict[str, float]:
-    """Return the median µs per row of upserts in batches of `size`, today's and past days'."""
-    rng = random.Random(first)
+CASES = ("procedure insert", "procedure update", "outcome insert")
+
+
+def _batch(engine: Engine, what: str, ids: list[int], starts: dict[int, datetime]) -> float:
+    """Write one batch in its own transaction; return µs per row."""
+    t0 = time.perf_counter()
+    with transaction(engine) as conn:
+        if what == "procedure insert":
+            procedures_q.upsert_many(conn, items=[_procedure(i, starts[i]) for i in ids])
+        elif what == "procedure update":
+            items = [
+                _procedure(i, starts[i]).model_copy(update={"complexity_score": 3.0}) for i in ids
+            ]
+            procedures_q.upsert_many(conn, items=items)
+        else:
+            outcomes_q.upsert_many(conn, items=[_outcome(i) for i in ids])
+    return (time.perf_counter() - t0) * 1e6 / len(ids)
+
+
+def write_cost(engines: dict[str, Engine], batches: int, size: int = 100) -> dict[str, Any]:
+    """Return the median µs per row of upserts in batches of `size`, today's and past days'.
+
+    The databases take turns batch by batch, so a busy moment of the machine falls on all.
+    """
+    rng = random.Random(1)
     now = datetime.now(UTC)
-    out = {}
+    times: dict[tuple[str, str], list[float]] = {}
     for n, kind in enumerate(("today", "past day")):
-        ids = [first + n * batches * size + k for k in range(batches * size)]
+        ids = [n * batches * size + k for k in range(batches * size)]
         starts = {
             i: now - timedelta(seconds=rng.randint(1, 600))
             if kind == "today"
             else now - timedelta(days=rng.randint(1, 700))
             for i in ids
         }
-        for what in ("procedure insert", "procedure update", "outcome insert"):
-            per_row = []
+        for what in CASES:
             for b in range(batches):
                 chunk = ids[b * size : (b + 1) * size]
-                t0 = time.perf_counter()
-                with transaction(engine) as conn:
-                    if what == "procedure insert":
-                        procedures_q.upsert_many(
-                            conn, items=[_procedure(i, starts[i]) for i in chunk]
-                        )
-                    elif what == "procedure update":
-                        procedures_q.upsert_many(
-                            conn,
-                            items=[_procedure(i, starts[i], complexity_score=3.0) for i in chunk],
-                        )
-                    else:
-                        outcomes_q.upsert_many(conn, items=[_outcome(i) for i in chunk])
-                per_row.append((time.perf_counter() - t0) * 1e6 / size)
-            out[f"{what}, {kind}"] = round(statistics.median(per_row), 1)
+                for name, engine in engines.items():
+                    per_row = _batch(engine, what, chunk, starts)
+                    times.setdefault((name, f"{what}, {kind}"), []).append(per_row)
+    out: dict[str, Any] = {}
+    for (name, case), values in times.items():
+        out.setdefault(name, {})[case] = round(statistics.median(values), 1)
     return out
 
 
@@ -135,28 +146,59 @@ def _drop_rollup_triggers(engine: Engine) -> None:
             conn.execute(text(f'DROP TRIGGER "{name}" ON "{table}"'))
 
 
+def _database(cluster: Cluster, name: str, revision: str, procedures: int) -> Engine:
+    url = cluster.recreate(name)
+    engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"), pool_size=2)
+    migrate.upgrade(engine, revision)
+    data.build_api_dataset(
+        url,
+        procedures=procedures,
+        telemetry_procedures=0,
+        per_procedure=1,
+        rollup=revision == "head",  # 0005's triggers kept their roll-ups during the load
+    )
+    return engine
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--procedures", type=int, default=1_000_000)
+    parser.add_argument("--procedures", type=int, default=1_000_000, help="for the analytics")
     parser.add_argument("--rounds", type=int, default=30, help="timed calls per analytics")
+    parser.add_argument("--write-procedures", type=int, default=20_000, help="for the writes")
     parser.add_argument("--batches", type=int, default=30, help="batches of 100 per write case")
+    parser.add_argument("--only", default="analytics,writes", help="comma-separated phases")
     args = parser.parse_args()
+    phases = set(args.only.split(","))
     cluster = Cluster(free_port())
     cluster.start()
-    out: dict[str, Any] = {"procedures": args.procedures}
+    out: dict[str, Any] = {}
     try:
-        url = cluster.recreate("mr_rollups")
-        engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"), pool_size=2)
-        migrate.upgrade(engine)
-        out["revision"] = migrate.current(engine)
-        out["dataset"] = data.build_api_dataset(
-            url, procedures=args.procedures, telemetry_procedures=0, per_procedure=1
-        )
-        out["analytics"] = time_analytics(engine, args.rounds)
-        out["write_us_per_row"] = write_cost(engine, 10_000_000, args.batches)
-        _drop_rollup_triggers(engine)
-        out["write_us_per_row_without_triggers"] = write_cost(engine, 20_000_000, args.batches)
-        engine.dispose()
+        if "analytics" in phases:
+            engine = _database(cluster, "mr_analytics", "head", args.procedures)
+            out["analytics"] = {
+                "procedures": args.procedures,
+                **time_analytics(engine, args.rounds),
+            }
+            print(json.dumps(out["analytics"]), flush=True)
+            engine.dispose()
+            cluster.recreate("mr_analytics")  # its space back before the next phase
+        if "writes" in phases:
+            # 0008: the previous design's triggers (0005); head: stale-day marks (0010).
+            engines = {
+                "0005 roll-up triggers": _database(
+                    cluster, "mr_w0005", "0008", args.write_procedures
+                ),
+                "0010 stale-day marks": _database(
+                    cluster, "mr_w0010", "head", args.write_procedures
+                ),
+                "no roll-up triggers": _database(
+                    cluster, "mr_wnone", "head", args.write_procedures
+                ),
+            }
+            _drop_rollup_triggers(engines["no roll-up triggers"])
+            out["write_us_per_row"] = write_cost(engines, args.batches)
+            for engine in engines.values():
+                engine.dispose()
     finally:
         cluster.remove()
     print(json.dumps(out, indent=1, default=str))
