@@ -23,6 +23,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, expir
 app.add_typer(keys_app, name="keys")
 lake_app = typer.Typer(no_args_is_help=True, help="The lake: compaction of closed days.")
 app.add_typer(lake_app, name="lake")
+analytics_app = typer.Typer(no_args_is_help=True, help="Analytics roll-ups of closed days.")
+app.add_typer(analytics_app, name="analytics")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -505,6 +507,29 @@ def lake_compact(
         f"compacted {report.rows} samples into {report.written} objects, "
         f"removed {report.deleted} objects over {len(report.days)} days"
     )
+
+
+@analytics_app.command("rollup")
+def analytics_rollup(data_dir: DataDir = None) -> None:
+    """Roll up closed UTC days not rolled yet or changed since (the archiver does it too)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+    from medrobotics.storage import analytics, archive
+
+    engine = _engine(_settings(data_dir))
+    try:
+        with archive.exclusive(engine, archive.ANALYTICS) as mine:
+            if not mine:
+                typer.echo("skipped: another roll-up is running")
+                return
+            days = analytics.roll_up_closed_days(engine)
+    except (Unavailable, SQLAlchemyError) as exc:
+        console.print(f"[red]roll-up failed: database error ({type(exc).__name__})[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"rolled up {days} days")
 
 
 def main() -> None:

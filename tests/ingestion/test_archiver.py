@@ -30,7 +30,7 @@ from medrobotics.ingestion import flows
 from medrobotics.ingestion.app import create_app
 from medrobotics.storage import archive, manifest
 from medrobotics.storage.lake import Lake, LakeError, LocalLake, S3Lake
-from medrobotics.storage.tables import archive_marks, batches, telemetry
+from medrobotics.storage.tables import archive_marks, batches, procedure_days, telemetry
 from tests.conftest import closed_port_url
 
 T0 = datetime(2024, 3, 30, 22, 0, tzinfo=UTC)  # windows straddle days and a month end
@@ -189,10 +189,8 @@ def test_every_sample_exactly_once_in_windows(engine: Engine, lake: Lake, tmp_pa
     # Nothing new: a further run exports nothing and writes nothing.
     assert archive.run_once(engine, lake, settings).objects == 0
     with engine.connect() as conn:
-        rows_archived = select(archive_marks.c.rows_archived).where(
-            archive_marks.c.stream == "telemetry"
-        )
-        assert conn.execute(rows_archived).scalar_one() == 60
+        rows = select(archive_marks.c.rows_archived).where(archive_marks.c.stream == "telemetry")
+        assert conn.execute(rows).scalar_one() == 60
 
 
 def test_equal_received_at_is_never_split(engine: Engine, lake: Lake, tmp_path: Path) -> None:
@@ -574,3 +572,18 @@ def test_sorted_in_memory_or_by_the_database_the_objects_are_the_same(
         assert first.column("timestamp").to_pylist() == sorted(
             first.column("timestamp").to_pylist()
         )
+
+
+def test_the_pass_rolls_up_closed_days_of_analytics(engine: Engine, tmp_path: Path) -> None:
+    from tests.fleet import make_fleet, write
+
+    fleet = write(engine, make_fleet(n_procedures=30))
+    settings, lake = _settings(engine, tmp_path), LocalLake(tmp_path / "lake")
+    report = archive.run_once(engine, lake, settings)
+    first = min(p.start_time for p in fleet.procedures).date()
+    assert report.analytics_days == (datetime.now(UTC).date() - first).days
+    with engine.connect() as conn:
+        rolled = conn.execute(select(func.sum(procedure_days.c.procedures))).scalar()
+    today = datetime.now(UTC).date()
+    assert rolled == sum(p.start_time.date() < today for p in fleet.procedures)
+    assert archive.run_once(engine, lake, settings).analytics_days == 0  # nothing new

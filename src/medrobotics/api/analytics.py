@@ -56,7 +56,7 @@ def robot_utilization(
 ) -> Any:
     """Report procedures, hours in use, share of time and last use per robot and facility."""
     lo, hi = window(days, start, end)
-    with reading(engine) as conn:
+    with analytics.snapshot(engine) as conn:
         result = analytics.utilization(conn, start=lo, end=hi, facility_id=facility_id)
     return {"window": _window(lo, hi), **result}
 
@@ -71,7 +71,7 @@ def outcomes_summary(
 ) -> Any:
     """Report outcome counts, rates and means, per success status and per category."""
     lo, hi = window(days, start, end)
-    with reading(engine) as conn:
+    with analytics.snapshot(engine) as conn:
         result = analytics.outcomes_summary(conn, start=lo, end=hi)
     return {"window": _window(lo, hi), **result}
 
@@ -86,7 +86,7 @@ def procedures_by_category(
 ) -> Any:
     """Count procedures per category over the last N days, by status, with mean duration."""
     lo, hi = window(days, start, end)
-    with reading(engine) as conn:
+    with analytics.snapshot(engine) as conn:
         rows = analytics.procedures_by_category(conn, start=lo, end=hi)
     return {"window": _window(lo, hi), "categories": rows}
 
@@ -104,7 +104,7 @@ def procedure_volume(
 ) -> Any:
     """Report procedure count and duration per day, week or month."""
     lo, hi = window(days, start, end)
-    with reading(engine) as conn:
+    with analytics.snapshot(engine) as conn:
         buckets = analytics.procedure_volume(
             conn, start=lo, end=hi, interval=interval, category=category, robot_id=robot_id
         )

@@ -1,13 +1,16 @@
 """Analytics queries: every figure is aggregated in SQL, per robot, facility or bucket.
 
-Procedure and outcome figures read whole UTC days (robots' use: whole months too) from the
-roll-ups that triggers keep (migration 0005), and only the partial first and last day of a
-window from the base tables: a year is thousands of roll-up rows instead of ~500,000.
+Procedure and outcome figures read closed UTC days (robots' use: whole months too) from the
+roll-ups that `roll_up` makes on the archiver's schedule, and from the base tables only what
+the roll-ups do not hold exactly: the partial first and last day of a window, today and any
+day not rolled yet, and days a write changed since their roll-up (`stale_days`, marked by
+triggers, migration 0010). A year is thousands of roll-up rows instead of ~500,000.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -18,25 +21,32 @@ from sqlalchemy import (
     Date,
     DateTime,
     Double,
+    Engine,
     Float,
     Select,
     and_,
     case,
     cast,
+    delete,
     func,
+    insert,
     literal,
     literal_column,
     or_,
     select,
+    text,
     type_coerce,
     union_all,
+    update,
 )
 
 from medrobotics.domain.outcomes import SUCCESS_STATUSES
 from medrobotics.domain.procedures import CATEGORIES, PROCEDURE_STATUSES
 from medrobotics.domain.units import DAYS, HOURS, MINUTES, ML, SCORE, SHARE, USD, rounded
+from medrobotics.storage.db import is_postgres, reading, transaction
 from medrobotics.storage.tables import (
     UtcDateTime,
+    archive_marks,
     maintenance,
     outcome_days,
     outcomes,
@@ -45,9 +55,12 @@ from medrobotics.storage.tables import (
     robot_days,
     robot_months,
     robots,
+    stale_days,
 )
 
 DAY = timedelta(days=1)
+STREAM = "analytics"
+"""The roll-ups' row in archive_marks: every day before its `mark` is rolled."""
 
 
 def _midnight(day: date) -> datetime:
@@ -60,16 +73,21 @@ def _next_month(day: date) -> date:
 
 @dataclass
 class Split:
-    """A window `[start, end)` as whole UTC days `[first, stop)` and partial-day edges."""
+    """A window `[start, end)` as roll-up days `[first, stop)` less `stale`, and base ranges.
+
+    `base` holds what the roll-ups do not hold exactly: the partial days at either end, days
+    not rolled yet and the `stale` days, as `start_time` ranges.
+    """
 
     first: date | None = None
     stop: date | None = None
-    edges: list[tuple[datetime, datetime]] = field(default_factory=list)
+    stale: list[date] = field(default_factory=list)
+    base: list[tuple[datetime, datetime]] = field(default_factory=list)
 
-    def edge_filter(self) -> ColumnElement[bool] | None:
-        """Return the condition on `procedures.start_time` for the edges, or None if none."""
+    def base_filter(self) -> ColumnElement[bool] | None:
+        """Return the condition on `procedures.start_time` for the base ranges, or None."""
         st = procedures.c.start_time
-        ranges = [and_(st >= lo, st < hi) for lo, hi in self.edges]
+        ranges = [and_(st >= lo, st < hi) for lo, hi in self.base]
         return or_(*ranges) if ranges else None
 
     def periods(self) -> tuple[list[tuple[date, date]], list[tuple[date, date, int]]]:
@@ -77,6 +95,7 @@ class Split:
 
         A partial month is read as its days, or, when they are more than half of it, as the
         whole month less its other days: at most half a month of daily rows at either end.
+        Stale days are taken off again (a month holds its days as rolled): the base has them.
         """
         months: list[tuple[date, date]] = []
         days: list[tuple[date, date, int]] = []
@@ -95,18 +114,73 @@ class Split:
                     months.append((month, after))
                 days += [(x, y, -1) for x, y in ((month, lo), (hi, after)) if x < y]
             month = after
+        days += [(lo, hi, -1) for lo, hi in _runs(self.stale)]
         return months, days
 
 
-def split(start: datetime, end: datetime) -> Split:
-    """Split `[start, end)` into whole UTC days and the partial days at either end."""
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Return sorted days as `[lo, hi)` runs of consecutive days."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if out and out[-1][1] == day:
+            out[-1] = (out[-1][0], day + DAY)
+        else:
+            out.append((day, day + DAY))
+    return out
+
+
+@dataclass
+class Coverage:
+    """What the roll-ups hold exactly: days before `through`, less the `stale` ones."""
+
+    through: date | None
+    stale: list[date]
+
+
+def coverage(conn: Connection) -> Coverage:
+    """Return the rolled-through day and the days marked stale."""
+    m = archive_marks.c
+    mark = conn.execute(select(m.mark).where(m.stream == STREAM)).scalar()
+    stale = conn.execute(select(stale_days.c.day).distinct()).scalars().all()
+    return Coverage(_aware(mark).date() if mark is not None else None, list(stale))
+
+
+def split(start: datetime, end: datetime, cover: Coverage) -> Split:
+    """Split `[start, end)` into rolled-up whole days and the ranges read from base tables."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     first = start.date() if start.time() == time() else start.date() + DAY
-    stop = end.date()
+    stop = min(end.date(), cover.through or first)
     if first >= stop:
-        return Split(edges=[(start, end)] if start < end else [])
-    edges = [(a, b) for a, b in ((start, _midnight(first)), (_midnight(stop), end)) if a < b]
-    return Split(first, stop, edges)
+        return Split(base=[(start, end)] if start < end else [])
+    stale = sorted(d for d in set(cover.stale) if first <= d < stop)
+    base = [(start, _midnight(first))] if start < _midnight(first) else []
+    base += [(_midnight(lo), _midnight(hi)) for lo, hi in _runs(stale)]
+    if _midnight(stop) < end:
+        base.append((_midnight(stop), end))
+    merged: list[tuple[datetime, datetime]] = []
+    for lo, hi in base:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return Split(first, stop, stale, merged)
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """Open a read-only transaction whose statements see one snapshot.
+
+    Roll-ups, stale marks and base rows read in one snapshot add up to one committed state.
+    """
+    with reading(engine) as conn:
+        if is_postgres(conn):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                conn.execute(text("SET TRANSACTION READ ONLY"))
+                yield conn
+        else:
+            with conn.begin():  # WAL: a read transaction keeps its snapshot
+                yield conn
 
 
 def _hours(start: datetime, end: datetime) -> float:
@@ -126,7 +200,8 @@ def utilization(
     """
     p, r = procedures.c, robots.c
     window_hours = literal(max(_hours(start, end), 1e-9), Double)
-    parts = list(_robot_use(split(start, end)))
+    cover = coverage(conn)
+    parts = list(_robot_use(split(start, end, cover)))
     both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
     used = (
         select(
@@ -137,13 +212,16 @@ def utilization(
         .group_by(both.c.robot_id)
         .subquery()
     )
-    # Latest use at any time: the robot's last day with uncancelled procedures (roll-up), then
-    # the latest of them from that day on. Walking the procedures index back past cancelled
-    # ones instead costs a robot's whole history when it has none.
+    # Latest use at any time: the robot's last rolled, unchanged day with uncancelled
+    # procedures, then the latest of them from that day on (later days are either rolled
+    # without use or read here). Without such a day, only days the roll-ups do not hold can
+    # have its use: from the first of them on. Walking the procedures index back past
+    # cancelled ones instead costs a robot's whole history when it has none.
     d = robot_days.c
+    rolled = [d.day < cover.through] if cover.through is not None else [literal(False)]
     last_day = (
         select(d.day)
-        .where(d.robot_id == r.robot_id, d.procedures > 0)
+        .where(d.robot_id == r.robot_id, d.procedures > 0, *rolled, d.day.not_in(cover.stale))
         .order_by(d.day.desc())
         .limit(1)
         .correlate(robots)  # two levels down: auto-correlation only reaches one
@@ -153,6 +231,10 @@ def utilization(
     since: Any = last_day
     if conn.dialect.name == "postgresql":
         since = func.timezone(literal_column("'UTC'"), cast(last_day, DateTime))
+    floor = datetime(1, 1, 2, tzinfo=UTC)
+    if cover.through is not None:
+        floor = _midnight(min([*cover.stale, cover.through]))
+    since = func.coalesce(since, literal(floor, UtcDateTime))
     last_used = (
         select(p.start_time)
         .where(p.robot_id == r.robot_id, p.status != "cancelled", p.start_time >= since)
@@ -210,7 +292,7 @@ def utilization(
 
 
 def _robot_use(window: Split) -> Iterator[Select[Any]]:
-    """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then edges."""
+    """Yield per-robot (n, minutes) of uncancelled procedures: months, days, then the base."""
     months, days = window.periods()
     m, d = robot_months.c, robot_days.c
     for lo, hi in months:
@@ -221,8 +303,8 @@ def _robot_use(window: Split) -> Iterator[Select[Any]]:
         yield select(
             d.robot_id, (d.procedures * sign).label("n"), (d.duration_sum * sign).label("minutes")
         ).where(d.day >= lo, d.day < hi)
-    edges = window.edge_filter()
-    if edges is not None or not (months or days):
+    base = window.base_filter()
+    if base is not None or not (months or days):
         p = procedures.c
         yield (
             select(
@@ -230,7 +312,7 @@ def _robot_use(window: Split) -> Iterator[Select[Any]]:
                 func.count().label("n"),
                 func.coalesce(func.sum(p.duration_minutes), 0.0).label("minutes"),
             )
-            .where(edges if edges is not None else literal(False), p.status != "cancelled")
+            .where(base if base is not None else literal(False), p.status != "cancelled")
             .group_by(p.robot_id)
         )
 
@@ -282,9 +364,9 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
     """Return outcome counts, rates and means overall, by success status and by category.
 
     Covers outcomes of procedures that start in `[start, end)`. Sums and counts per (status,
-    category) group (at most 18, from the roll-up and the edges) combine into the three views.
+    category) group (at most 18, from the roll-up and the base) combine into the three views.
     """
-    window = split(start, end)
+    window = split(start, end, coverage(conn))
     groups: list[Any] = []
     if window.first is not None:
         d = outcome_days.c
@@ -298,17 +380,17 @@ def outcomes_summary(conn: Connection, *, start: datetime, end: datetime) -> dic
             sums += [func.sum(d[total]).label(f"{column}_sum"), func.sum(d[count]).label(column)]
         groups += conn.execute(
             select(d.success_status, d.procedure_category, *sums)
-            .where(d.day >= window.first, d.day < window.stop)
+            .where(d.day >= window.first, d.day < window.stop, d.day.not_in(window.stale))
             .group_by(d.success_status, d.procedure_category)
             .having(func.sum(d.outcomes) > 0)
         ).mappings()
-    edges = window.edge_filter()
-    if edges is not None:
+    base = window.base_filter()
+    if base is not None:
         p, o = procedures.c, outcomes.c
         groups += conn.execute(
             select(o.success_status, p.procedure_category, *_outcome_sums(conn))
             .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
-            .where(edges)
+            .where(base)
             .group_by(o.success_status, p.procedure_category)
         ).mappings()
     by_status = [
@@ -337,12 +419,12 @@ def _procedure_groups(
 ) -> list[Any]:
     """Return procedures, durations and complexities summed per `keys`, over the window.
 
-    Rows from the roll-up (whole days) and from the edges come separately: callers add them.
+    Rows from the roll-up and from the base tables come separately: callers add them.
     """
     out: list[Any] = []
     if window.first is not None:
         d = procedure_days.c
-        conds = [d.day >= window.first, d.day < window.stop]
+        conds = [d.day >= window.first, d.day < window.stop, d.day.not_in(window.stale)]
         if category is not None:
             conds.append(d.procedure_category == category)
         out += conn.execute(
@@ -358,10 +440,10 @@ def _procedure_groups(
             .group_by(*(d[k] for k in keys))
             .having(func.sum(d.procedures) > 0)
         ).mappings()
-    edges = window.edge_filter()
-    if edges is not None:
+    base = window.base_filter()
+    if base is not None:
         p = procedures.c
-        conds = [edges]
+        conds = [base]
         if category is not None:
             conds.append(p.procedure_category == category)
         columns = {"day": _day(conn), **{k: p[k] for k in keys if k != "day"}}
@@ -396,7 +478,8 @@ def _mean(total: Any, count: Any, places: int) -> float | None:
 
 def procedures_by_category(conn: Connection, *, start: datetime, end: datetime) -> list[Any]:
     """Return per category the procedures started in `[start, end)`, by status, with means."""
-    groups = _procedure_groups(conn, split(start, end), "procedure_category", "status")
+    window = split(start, end, coverage(conn))
+    groups = _procedure_groups(conn, window, "procedure_category", "status")
     out = []
     for category in CATEGORIES:
         mine = [g for g in groups if g["procedure_category"] == category]
@@ -488,9 +571,10 @@ def _bucket(day: date, interval: str) -> datetime:
 def _volume_by_day(
     conn: Connection, *, start: datetime, end: datetime, interval: str, category: str | None
 ) -> list[dict[str, Any]]:
-    """Return the volume buckets from per-day sums (roll-up days plus the edges)."""
+    """Return the volume buckets from per-day sums (roll-up days plus the base ranges)."""
     sums: dict[datetime, list[float]] = {}
-    for g in _procedure_groups(conn, split(start, end), "day", category=category):
+    window = split(start, end, coverage(conn))
+    for g in _procedure_groups(conn, window, "day", category=category):
         acc = sums.setdefault(_bucket(g["day"], interval), [0, 0.0, 0])
         acc[0] += int(g["procedures"])
         acc[1] += float(g["duration_sum"] or 0)
@@ -559,3 +643,190 @@ def maintenance_costs(
         "downtime_hours": rounded(float(totals[1]), HOURS),
         "robots": rows,
     }
+
+
+# Roll-ups -------------------------------------------------------------------------------------
+
+
+def horizon(conn: Connection) -> date:
+    """Return the first day that is not closed for every open transaction.
+
+    A write marks a changed day stale only when the day ended before its transaction began;
+    once every open transaction began after a day's end, that day's unmarked writes are all
+    committed, and this transaction's later statements see them.
+    """
+    if not is_postgres(conn):
+        # Embedded: the job's transaction holds the write lock (BEGIN IMMEDIATE).
+        return datetime.now(UTC).date()
+    cutoff = conn.execute(
+        text(
+            "SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+        )
+    ).scalar_one()
+    return _aware(cutoff).date()
+
+
+def roll_up(conn: Connection) -> int:
+    """Roll closed days not rolled yet or marked stale since; return how many were rolled.
+
+    Idempotent: a second run rolls nothing new. The caller owns the transaction (READ
+    COMMITTED on PostgreSQL) and runs one job at a time (the archiver's lock).
+    """
+    stop = horizon(conn)
+    m = archive_marks.c
+    mark = conn.execute(select(m.mark).where(m.stream == STREAM)).scalar()
+    through = _aware(mark).date() if mark is not None else None
+    stale = _take_stale(conn, before=stop)
+    if through is None:
+        # Nothing rolled (first run, or after a TRUNCATE): every closed day from the first.
+        for table in (procedure_days, robot_days, robot_months, outcome_days):
+            conn.execute(delete(table))
+        first = conn.execute(select(func.min(procedures.c.start_time))).scalar()
+        days = [] if first is None else [(min(_aware(first).date(), stop), stop)]
+    else:
+        days = _runs([d for d in stale if d < through])
+        if through < stop:
+            days.append((through, stop))
+    months: set[date] = set()
+    for lo, hi in days:
+        _roll_days(conn, lo, hi)
+        month = lo.replace(day=1)
+        while month < hi:
+            months.add(month)
+            month = _next_month(month)
+    for month in sorted(months):
+        _roll_month(conn, month)
+    rolled_through = max(stop, through or stop)
+    if not days and rolled_through == through:
+        return 0
+    moved = conn.execute(
+        update(archive_marks)
+        .where(m.stream == STREAM)
+        .values(mark=_midnight(rolled_through), updated_at=datetime.now(UTC))
+    ).rowcount
+    if not moved:
+        conn.execute(
+            insert(archive_marks).values(
+                stream=STREAM, mark=_midnight(rolled_through), updated_at=datetime.now(UTC)
+            )
+        )
+    return sum((hi - lo).days for lo, hi in days)
+
+
+def roll_up_closed_days(engine: Engine) -> int:
+    """Roll up in a transaction of its own (the archiver's pass, the CLI); return days rolled."""
+    with transaction(engine) as conn:
+        return roll_up(conn)
+
+
+def _take_stale(conn: Connection, *, before: date) -> list[date]:
+    """Delete the stale marks of days before `before`; return their days."""
+    s = stale_days.c
+    if is_postgres(conn):
+        # Marks a writer holds (FOR KEY SHARE, until it commits) are skipped and stay: this
+        # roll-up may not see that writer's rows.
+        return list(
+            conn.execute(
+                text(
+                    "DELETE FROM stale_days WHERE ctid = ANY(ARRAY(SELECT ctid FROM stale_days "
+                    "WHERE day < :before FOR UPDATE SKIP LOCKED)) RETURNING day"
+                ),
+                {"before": before},
+            ).scalars()
+        )
+    days = list(conn.execute(select(s.day).where(s.day < before)).scalars())
+    conn.execute(delete(stale_days).where(s.day < before))
+    return days
+
+
+def _roll_days(conn: Connection, lo: date, hi: date) -> None:
+    """Recompute the daily roll-ups of days `[lo, hi)` from the base tables."""
+    for table in (procedure_days, robot_days, outcome_days):
+        conn.execute(delete(table).where(table.c.day >= lo, table.c.day < hi))
+    p, o = procedures.c, outcomes.c
+    day = _day(conn)
+    inside = [p.start_time >= _midnight(lo), p.start_time < _midnight(hi)]
+    conn.execute(
+        insert(procedure_days).from_select(
+            [
+                "day",
+                "procedure_category",
+                "status",
+                "procedures",
+                "duration_sum",
+                "duration_n",
+                "complexity_sum",
+                "complexity_n",
+            ],
+            select(
+                day,
+                p.procedure_category,
+                p.status,
+                func.count(),
+                func.coalesce(func.sum(p.duration_minutes), 0.0),
+                func.count(p.duration_minutes),
+                func.coalesce(func.sum(p.complexity_score), 0.0),
+                func.count(p.complexity_score),
+            )
+            .where(*inside)
+            .group_by(day, p.procedure_category, p.status),
+        )
+    )
+    conn.execute(
+        insert(robot_days).from_select(
+            ["day", "robot_id", "procedures", "duration_sum"],
+            select(day, p.robot_id, func.count(), func.coalesce(func.sum(p.duration_minutes), 0.0))
+            .where(*inside, p.status != "cancelled")
+            .group_by(day, p.robot_id),
+        )
+    )
+    sums = _outcome_sums(conn)
+    conn.execute(
+        insert(outcome_days).from_select(
+            [
+                "day",
+                "procedure_category",
+                "success_status",
+                "outcomes",
+                "with_complications",
+                "readmitted",
+                *(n for _, column, _ in _MEANS for n in _OUTCOME_ROLLUP[column]),
+            ],
+            select(
+                day,
+                p.procedure_category,
+                o.success_status,
+                *sums[:3],
+                *(
+                    x
+                    for i in range(len(_MEANS))
+                    for x in (func.coalesce(sums[3 + 2 * i], 0.0), sums[4 + 2 * i])
+                ),
+            )
+            .select_from(outcomes.join(procedures, p.procedure_id == o.procedure_id))
+            .where(*inside)
+            .group_by(day, p.procedure_category, o.success_status),
+        )
+    )
+
+
+def _roll_month(conn: Connection, month: date) -> None:
+    """Recompute a month of robots' use as the sum of its rolled days."""
+    d = robot_days.c
+    conn.execute(delete(robot_months).where(robot_months.c.month == month))
+    conn.execute(
+        insert(robot_months).from_select(
+            ["month", "robot_id", "procedures", "duration_sum"],
+            select(
+                literal(month, Date), d.robot_id, func.sum(d.procedures), func.sum(d.duration_sum)
+            )
+            .where(d.day >= month, d.day < _next_month(month))
+            .group_by(d.robot_id),
+        )
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -39,8 +39,8 @@ from medrobotics import logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.telemetry import COLUMNS
 from medrobotics.errors import Unavailable
+from medrobotics.storage import analytics, manifest, partitions, phi, snapshots
 from medrobotics.storage import batches as batches_q
-from medrobotics.storage import manifest, partitions, phi, snapshots
 from medrobotics.storage.db import STATEMENT_TIMEOUT_MS, is_postgres, reading, transaction
 from medrobotics.storage.lake import Lake, LakeError
 from medrobotics.storage.tables import archive_marks, telemetry
@@ -50,11 +50,13 @@ log = logs.get("medrobotics.archive")
 TELEMETRY = "telemetry"
 BATCHES = "batches"
 SNAPSHOTS = "snapshots"
+ANALYTICS = "analytics"
 # Session advisory lock ids, one per stream ("mrlake" + n): constant across every task.
 LOCK_IDS = {
     TELEMETRY: 0x6D726C616B650001,
     BATCHES: 0x6D726C616B650002,
     SNAPSHOTS: 0x6D726C616B650007,
+    ANALYTICS: 0x6D726C616B65000A,
 }
 BATCHES_PER_RUN = 200  # payloads up to the body limit each: bounds one run's memory and time
 BACKOFF_CAP_S = 300.0
@@ -161,6 +163,7 @@ class Report:
     partitions_dropped: int = 0
     rows_deleted: int = 0
     snapshots: int = 0
+    analytics_days: int = 0
     skipped: list[str] = field(default_factory=list)
     # Streams not exported for want of the lake hash key (an S3 lake without one).
     refused: list[str] = field(default_factory=list)
@@ -176,6 +179,7 @@ class Report:
         self.partitions_dropped += other.partitions_dropped
         self.rows_deleted += other.rows_deleted
         self.snapshots += other.snapshots
+        self.analytics_days += other.analytics_days
         self.skipped.extend(s for s in other.skipped if s not in self.skipped)
         self.refused.extend(s for s in other.refused if s not in self.refused)
 
@@ -202,8 +206,8 @@ def run_once(
     engine: Engine, lake: Lake, settings: Settings, *, now: datetime | None = None
 ) -> Report:
     """Export one telemetry window and a slice of pending batches, keep the partitions ahead,
-    apply retention, write the day's snapshots if not yet done, then compact closed days when
-    due."""
+    apply retention, write the day's snapshots if not yet done, compact closed days when due,
+    then roll up the closed days of analytics."""
     report = Report()
     with exclusive(engine, TELEMETRY) as mine:
         if mine:
@@ -226,6 +230,14 @@ def run_once(
             from medrobotics.storage import compact
 
             compact.scheduled(engine, lake, settings, now=now)
+    with exclusive(engine, ANALYTICS) as mine:
+        if mine:
+            days = analytics.roll_up_closed_days(engine)
+            report.analytics_days += days
+            if days:
+                log.info("analytics_rolled", days=days)
+        else:
+            report.skipped.append(ANALYTICS)
     return report
 
 

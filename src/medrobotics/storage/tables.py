@@ -302,9 +302,10 @@ archive_marks = Table(
 )
 
 
-# Analytics roll-ups: sums and counts per UTC day (robots also per month) of `procedures` and
-# of `outcomes` by their procedure's day and category. Kept exact by database triggers on every
-# write to the base tables (migration 0005); rows whose counts fell to zero may remain.
+# Analytics roll-ups: sums and counts per closed UTC day (robots also per month) of `procedures`
+# and of `outcomes` by their procedure's day and category. Written only by the roll-up job
+# (storage.analytics.roll_up) for days before the `analytics` row of archive_marks; readers take
+# the other days, and those in `stale_days`, from the base tables.
 def _counts(*names: str) -> list[Column[int]]:
     return [Column(n, Integer, nullable=False, server_default="0") for n in names]
 
@@ -356,5 +357,14 @@ outcome_days = Table(
     *_sums("blood_loss_sum", "stay_sum", "satisfaction_sum"),
 )
 
-ROLLUPS = (procedure_days, robot_days, robot_months, outcome_days)
-"""Tables derived from others by triggers: emptied after their sources, never written directly."""
+# Closed days changed since their roll-up, marked by triggers on procedures and outcomes
+# (migration 0010); the job re-rolls and unmarks them. No key: writers never wait on each other.
+stale_days = Table(
+    "stale_days",
+    metadata,
+    Column("day", Date, nullable=False),
+    Index("ix_stale_days_day", "day"),
+)
+
+ROLLUPS = (procedure_days, robot_days, robot_months, outcome_days, stale_days)
+"""Tables derived from others: emptied after their sources (whose deletes mark days)."""
