@@ -223,17 +223,23 @@ class Stream:
 
     def _commit(self, items: list[Any], base: int) -> int:
         written = self._add(items, base) if items else 0
-        conn, self._conn = self._conn, None
-        if conn is None:  # nothing written: no transaction, nothing to keep
+        if self._conn is None:  # nothing written: no transaction, nothing to keep
             return written
         gzipped = None if self._kept is None else b"".join(self._kept) + self._packer.flush()
         digest = self._digest.hexdigest()
-        keep_batch(conn, batches.Payload(digest, self.entity, self.received, gzipped))
+        keep_batch(self._conn, batches.Payload(digest, self.entity, self.received, gzipped))
+        self._conn = None  # the close below ends the transaction, committed or not
         with refusals():  # deferred triggers (the roll-ups) may refuse data at commit
             self._stack.close()
         return written
 
-    def _rollback(self) -> None:
+    @property
+    def open(self) -> bool:
+        """Tell whether a transaction is open (records written, not committed)."""
+        return self._conn is not None
+
+    def rollback(self) -> None:
+        """Roll back what was written and end the transaction (blocking: from a thread)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -252,8 +258,9 @@ async def streaming(engine: Engine, entity: str, *, keep: int) -> AsyncIterator[
     finally:
         # The answer is already decided (an error, or the commit): a failed rollback can
         # only mean a connection lost, which the database rolls back itself.
-        with anyio.CancelScope(shield=True), suppress(Unavailable, DBAPIError):
-            await anyio.to_thread.run_sync(stream._rollback)
+        if stream.open:  # a thread hop only when there is something to roll back
+            with anyio.CancelScope(shield=True), suppress(Unavailable, DBAPIError):
+                await anyio.to_thread.run_sync(stream.rollback)
 
 
 @contextmanager
