@@ -360,8 +360,8 @@ class Bench:
                         "rows/s",
                         rates,
                         ceiling=self.copy_a,
-                        target=">= 50% of ceiling (a)",
-                        check=lambda f: f["ratio"] >= 0.5,
+                        target=">= 75% of ceiling (a)",
+                        check=lambda f: f["ratio"] >= 0.75,
                         errors=errs,
                         note="; ".join(
                             [
@@ -433,8 +433,8 @@ class Bench:
             "req/s",
             [r["rps"] for r in runs],
             ceiling=self.hello_fastapi,
-            target=">= 60% of FastAPI hello-world",
-            check=lambda f: f["ratio"] >= 0.6,
+            target=">= 35% of FastAPI hello-world",
+            check=lambda f: f["ratio"] >= 0.35,
             errors=errs,
             note="; ".join(notes),
             runs=runs,

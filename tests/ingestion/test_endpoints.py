@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from medrobotics.ingestion.app import Stored
+from medrobotics.ingestion.deps import Stored
 from medrobotics.storage.tables import maintenance, outcomes, procedures, robots, telemetry
 from tests import factories as f
 from tests.conftest import GUIDE_SAMPLE

@@ -26,7 +26,6 @@ from medrobotics.ingestion import flows
 from medrobotics.storage.db import transaction
 from tests import factories as f
 from tests.conftest import GUIDE_SAMPLE
-from tests.ingestion.test_fast import both
 
 MARK = "refused-by-db"
 JSON = {"content-type": "application/json"}
@@ -131,34 +130,27 @@ def assert_refused(response: Any, engine: Engine) -> None:
         assert error["message"] == "the database refused the record: tool_type refused"
 
 
-@pytest.mark.parametrize("path", ["fast", "route"])
 def test_one_refused_request_among_concurrent_ones_fails_alone(
-    client: TestClient, refusing: Engine, path: str
+    client: TestClient, refusing: Engine
 ) -> None:
     app: Any = client.app
-    writer = app.state.writer
-    fast = app.fast
-    if path == "route":
-        app.fast = None
-    isolated, taken = writer.isolated, fast.taken
-    try:
-        with ThreadPoolExecutor(POSTS) as pool:
-            for r, bad in enumerate(BAD_AT[:ROUNDS]):
-                bodies = [sample(r * 100 + n, bad=n == bad) for n in range(POSTS)]
-                with writes_held(refusing):
-                    before = writer.submitted
-                    futures = [
-                        pool.submit(client.post, "/ingest/telemetry", json=body) for body in bodies
-                    ]
-                    wait_for(lambda b=before: writer.submitted - b == POSTS, "all posts queued")
-                answers = [f.result() for f in futures]
-                for n, answer in enumerate(answers):
-                    if n == bad:
-                        assert_refused(answer, refusing)
-                    else:
-                        assert answer.status_code == 201, answer.text
-    finally:
-        app.fast = fast
+    writer = app.state.ingest.writer
+    isolated = writer.isolated
+    with ThreadPoolExecutor(POSTS) as pool:
+        for r, bad in enumerate(BAD_AT[:ROUNDS]):
+            bodies = [sample(r * 100 + n, bad=n == bad) for n in range(POSTS)]
+            with writes_held(refusing):
+                before = writer.submitted
+                futures = [
+                    pool.submit(client.post, "/ingest/telemetry", json=body) for body in bodies
+                ]
+                wait_for(lambda b=before: writer.submitted - b == POSTS, "all posts queued")
+            answers = [f.result() for f in futures]
+            for n, answer in enumerate(answers):
+                if n == bad:
+                    assert_refused(answer, refusing)
+                else:
+                    assert answer.status_code == 201, answer.text
     good = ROUNDS * (POSTS - 1)
     assert scalar(refusing, "SELECT count(*) FROM telemetry") == good
     assert scalar(refusing, f"SELECT count(*) FROM telemetry WHERE tool_type = '{MARK}'") == 0
@@ -170,7 +162,6 @@ def test_one_refused_request_among_concurrent_ones_fails_alone(
     assert scalar(refusing, keys) == good
     # The refused request shared a flush with good ones (it failed, then was written in parts).
     assert writer.isolated > isolated
-    assert fast.taken - taken == (ROUNDS * POSTS if path == "fast" else 0)
 
 
 def test_a_flush_on_a_database_outage_is_not_retried_per_request(
@@ -185,7 +176,7 @@ def test_a_flush_on_a_database_outage_is_not_retried_per_request(
         raise Unavailable("database unavailable")
 
     monkeypatch.setattr(flows, "write", down)
-    writer = client.app.state.writer  # type: ignore[attr-defined]
+    writer = client.app.state.ingest.writer  # type: ignore[attr-defined]
     before = writer.submitted
     with ThreadPoolExecutor(POSTS) as pool:
         futures = [
@@ -230,14 +221,14 @@ def test_every_write_path_answers_a_refusal_with_a_422(
     assert scalar(refusing, "SELECT count(*) FROM telemetry_attempts") == 10
 
 
-def test_the_fast_path_answers_a_refusal_as_the_route_does(
-    client: TestClient, refusing: Engine
-) -> None:
+def test_a_single_sample_refused_is_answered_once(client: TestClient, refusing: Engine) -> None:
+    writer: Any = client.app.state.ingest.writer  # type: ignore[attr-defined]
+    before = writer.submitted
     body = json.dumps(sample(1, bad=True)).encode()
-    one, two, taken = both(client, body, JSON | {"x-request-id": "req-refused-1"})
-    assert taken  # answered by the fast path itself, not replayed into the app
-    assert one == two
-    assert one[0] == 422
+    r = client.post("/ingest/telemetry", content=body, headers=JSON | {"x-request-id": "ref-1"})
+    assert_refused(r, refusing)
+    assert r.json()["error"]["request_id"] == "ref-1"
+    assert writer.submitted - before == 1  # one write tried: none replayed
     assert scalar(refusing, "SELECT count(*) FROM telemetry") == 0
 
 

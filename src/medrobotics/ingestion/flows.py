@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 import psycopg
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from medrobotics import logs
+from medrobotics import logs, metrics
 from medrobotics.domain.maintenance import MaintenanceIn
 from medrobotics.domain.outcomes import OutcomeIn
 from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
-from medrobotics.errors import Conflict, DomainError, InvalidInput
+from medrobotics.errors import BadRequest, Conflict, DomainError, InvalidInput, Unavailable
 from medrobotics.storage import batches, maintenance, outcomes, procedures, robots, telemetry
 from medrobotics.storage.db import transaction
 from medrobotics.web import MAX_DETAILS, field_errors
@@ -106,6 +109,21 @@ def invalid(exc: ValidationError, *, base: int = 0, index: int | None = None) ->
     return InvalidInput(f"invalid record: {fields}", details=details[:MAX_DETAILS])
 
 
+def malformed(exc: ValidationError) -> bool:
+    """Tell whether the body was not JSON at all (a 400, not a 422)."""
+    return any(e["type"] == "json_invalid" for e in exc.errors())
+
+
+def validate(adapter: TypeAdapter[Any], raw: bytes) -> Any:
+    """Validate a JSON body with `adapter`: 400 when it is not JSON, 422 naming each field."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        if malformed(exc):
+            raise BadRequest("body is not valid JSON") from None
+        raise invalid(exc) from None
+
+
 def write(engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | None = None) -> int:
     """Commit `items` of one entity in one transaction; return how many were new or updated.
 
@@ -123,6 +141,18 @@ def write(engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | Non
         return written
 
 
+async def store(
+    engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | None = None
+) -> int:
+    """Commit `items` (see `write`) from the event loop, and count them."""
+    written = await anyio.to_thread.run_sync(
+        functools.partial(write, engine, entity, items, raw=raw)
+    )
+    metrics.received(entity, len(items), batch=raw is not None)
+    metrics.written(entity, written)
+    return written
+
+
 def keep_batch(conn: Connection, item: batches.Payload) -> None:
     """Store an accepted batch's raw payload in the caller's transaction, for the lake."""
     batches.record(conn, item=item, received_at=datetime.now(UTC))
@@ -134,6 +164,103 @@ def write_in(conn: Connection, entity: str, items: Sequence[Any], *, base: int =
         return 0
     with refusals():
         return KINDS[entity].write(conn, items, base)
+
+
+class Stream:
+    """One transaction held across the chunks of a streamed batch: every record or none.
+
+    The transaction opens with the first records written and belongs to an ExitStack:
+    `commit` closes it committed; `streaming` rolls back whatever was not committed. Each
+    step runs in a worker thread, as the body arrives on the event loop.
+    """
+
+    def __init__(self, engine: Engine, entity: str, *, keep: int) -> None:
+        self.engine, self.entity = engine, entity
+        self.received = 0
+        """Records met so far (those written and those refused)."""
+        self.written = 0
+        self._stack = ExitStack()
+        self._conn: Connection | None = None
+        # The raw payload is kept for the lake up to `keep` bytes; beyond it (streams reach
+        # gigabytes) only its hash and count are: the records themselves are committed, and
+        # telemetry reaches the lake as Parquet regardless.
+        self._keep = keep
+        self._kept: list[bytes] | None = []
+        self._kept_bytes = 0
+        self._digest = batches.hasher(entity)
+        self._packer = batches.packer()
+
+    def keep(self, blob: bytes) -> None:
+        """Add a piece of the raw body to the batch's payload (compressed as it streams)."""
+        self._digest.update(blob)
+        if self._kept is None:
+            return
+        self._kept_bytes += len(blob)
+        if self._kept_bytes > self._keep:
+            self._kept = None
+            return
+        self._kept.append(self._packer.compress(blob))
+
+    async def add(self, items: list[Any], *, base: int) -> None:
+        """Write `items` (record `base` first) in the stream's transaction."""
+        self.written += await anyio.to_thread.run_sync(self._add, items, base)
+
+    async def commit(self, items: list[Any], *, base: int) -> int:
+        """Write the last records, keep the batch's payload with them, and commit.
+
+        One thread hop for all three: a stream that fits in one chunk pays for one.
+        Return how many records were new or updated.
+        """
+        self.written += await anyio.to_thread.run_sync(self._commit, items, base)
+        metrics.received(self.entity, self.received, batch=True)
+        metrics.written(self.entity, self.written)
+        return self.written
+
+    def _add(self, items: list[Any], base: int) -> int:
+        if self._conn is None:
+            self._conn = self._stack.enter_context(transaction(self.engine))
+        return write_in(self._conn, self.entity, items, base=base)
+
+    def _commit(self, items: list[Any], base: int) -> int:
+        written = self._add(items, base) if items else 0
+        if self._conn is None:  # nothing written: no transaction, nothing to keep
+            return written
+        gzipped = None if self._kept is None else b"".join(self._kept) + self._packer.flush()
+        digest = self._digest.hexdigest()
+        keep_batch(self._conn, batches.Payload(digest, self.entity, self.received, gzipped))
+        self._conn = None  # the close below ends the transaction, committed or not
+        with refusals():  # deferred triggers (the roll-ups) may refuse data at commit
+            self._stack.close()
+        return written
+
+    @property
+    def open(self) -> bool:
+        """Tell whether a transaction is open (records written, not committed)."""
+        return self._conn is not None
+
+    def rollback(self) -> None:
+        """Roll back what was written and end the transaction (blocking: from a thread)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        finally:
+            self._stack.close()  # the transaction's end finds it rolled back: nothing to commit
+
+
+@asynccontextmanager
+async def streaming(engine: Engine, entity: str, *, keep: int) -> AsyncIterator[Stream]:
+    """Hold a Stream of `entity` records; whatever it did not commit is rolled back on exit."""
+    stream = Stream(engine, entity, keep=keep)
+    try:
+        yield stream
+    finally:
+        # The answer is already decided (an error, or the commit): a failed rollback can
+        # only mean a connection lost, which the database rolls back itself.
+        if stream.open:  # a thread hop only when there is something to roll back
+            with anyio.CancelScope(shield=True), suppress(Unavailable, DBAPIError):
+                await anyio.to_thread.run_sync(stream.rollback)
 
 
 @contextmanager
