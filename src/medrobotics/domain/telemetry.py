@@ -129,7 +129,7 @@ class TelemetryIn(BaseModel):
         return tuple(d[c] for c in COLUMNS)
 
 
-# The fast path. Telemetry arrives by the million; pydantic's per-record cost would make
+# The fast decoder. Telemetry arrives by the million; pydantic's per-record cost would make
 # validation the ceiling of the whole ingest path (see docs/benchmarks.md). msgspec decodes the
 # same schema in C, several times faster. It only ever says "valid, here are the rows" or "not
 # sure": anything it refuses goes through TelemetryIn, which gives the precise, complete error

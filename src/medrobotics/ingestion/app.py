@@ -66,7 +66,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the ingestion service for `settings`."""
     use_time_window(settings.time_window)  # what every sample and event time is checked against
-    engine = engine or make_engine(settings.db_url, pool_size=settings.db_pool_size)
+    engine = engine or make_engine(
+        settings.db_url, pool_size=settings.db_pool_size, pool_timeout=settings.db_pool_timeout_s
+    )
     app = FastAPI(
         title="medrobotics data ingestion",
         version=__version__,
