@@ -25,6 +25,7 @@ from medrobotics import config, logs
 from medrobotics.ingestion.app import create_app
 from medrobotics.storage import migrate
 from medrobotics.storage.db import make_engine
+from medrobotics.storage.lake import Lake, LocalLake, S3Lake
 from medrobotics.storage.tables import ROLLUPS, metadata
 
 PG_ADMIN_URL = os.environ.get(
@@ -239,6 +240,15 @@ def bucket(s3_endpoint: str) -> str:
     name = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
+    """The local folder, or a fresh bucket on the loopback S3 server."""
+    if request.param == "local":
+        return LocalLake(tmp_path / "lake")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return S3Lake(request.getfixturevalue("bucket"), endpoint_url=endpoint)
 
 
 def closed_port_url() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -45,6 +47,24 @@ def _settings(data_dir: Path | None = None, **extra: object) -> config.Settings:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     return settings
+
+
+@contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """Turn a lake or database failure into a one-line message and exit status 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medrobotics.errors import Unavailable
+    from medrobotics.storage.lake import LakeError
+
+    try:
+        yield
+    except (LakeError, Unavailable) as exc:
+        console.print(f"[red]{what} failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]{what} failed: database error ({type(exc).__name__})[/red]")
+        raise typer.Exit(1) from None
 
 
 def _engine(settings: config.Settings) -> Engine:
@@ -401,25 +421,18 @@ def archiver_cmd(data_dir: DataDir = None) -> None:
 @app.command("archive")
 def archive_cmd(data_dir: DataDir = None) -> None:
     """Export committed telemetry, batch payloads and the day's snapshots to the lake."""
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from medrobotics.errors import Unavailable
     from medrobotics.storage import archive
     from medrobotics.storage.db import reading
-    from medrobotics.storage.lake import LakeError, open_lake
+    from medrobotics.storage.lake import open_lake
 
     settings = _settings(data_dir)
     engine = _engine(settings)
     try:
-        report = archive.run_until_caught_up(engine, open_lake(settings), settings)
-        with reading(engine) as conn:
-            lag = archive.lag(conn)
-    except (LakeError, Unavailable) as exc:
-        console.print(f"[red]archive failed: {exc}[/red]")
-        raise typer.Exit(1) from None
-    except SQLAlchemyError as exc:
-        console.print(f"[red]archive failed: database error ({type(exc).__name__})[/red]")
-        raise typer.Exit(1) from None
+        with _failing("archive"):
+            report = archive.run_until_caught_up(engine, open_lake(settings), settings)
+            with reading(engine) as conn:
+                lag = archive.lag(conn)
     finally:
         engine.dispose()
     where = (settings.s3_raw_bucket and f"s3://{settings.s3_raw_bucket}") or settings.lake_dir
@@ -466,10 +479,8 @@ def lake_compact(
     """Rewrite closed days' telemetry objects into one per robot and print what changed."""
     from datetime import date
 
-    from sqlalchemy.exc import SQLAlchemyError
-
     from medrobotics.storage import archive, compact
-    from medrobotics.storage.lake import LakeError, open_lake
+    from medrobotics.storage.lake import open_lake
 
     try:
         days = sorted({date.fromisoformat(d) for d in day}) if day else None
@@ -478,19 +489,13 @@ def lake_compact(
     settings = _settings(data_dir)
     engine = _engine(settings)
     try:
-        with archive.exclusive(engine, archive.TELEMETRY) as mine:
+        with _failing("compaction"), archive.exclusive(engine, archive.TELEMETRY) as mine:
             if not mine:
                 console.print("[red]skipped: an archiver holds the lake; try again later[/red]")
                 raise typer.Exit(1)
             report = compact.compact(
                 engine, open_lake(settings), settings, days=days, discover=days is None
             )
-    except LakeError as exc:
-        console.print(f"[red]compaction failed: {exc}[/red]")
-        raise typer.Exit(1) from None
-    except SQLAlchemyError as exc:
-        console.print(f"[red]compaction failed: database error ({type(exc).__name__})[/red]")
-        raise typer.Exit(1) from None
     finally:
         engine.dispose()
     for d in report.days:
@@ -512,21 +517,16 @@ def lake_compact(
 @analytics_app.command("rollup")
 def analytics_rollup(data_dir: DataDir = None) -> None:
     """Roll up closed UTC days not rolled yet or changed since (the archiver does it too)."""
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from medrobotics.errors import Unavailable
     from medrobotics.storage import analytics, archive
 
     engine = _engine(_settings(data_dir))
     try:
-        with archive.exclusive(engine, archive.ANALYTICS) as mine:
+        with _failing("roll-up"), archive.exclusive(engine, archive.ANALYTICS) as mine:
             if not mine:
                 typer.echo("skipped: another roll-up is running")
                 return
             days = analytics.roll_up_closed_days(engine)
-    except (Unavailable, SQLAlchemyError) as exc:
-        console.print(f"[red]roll-up failed: database error ({type(exc).__name__})[/red]")
-        raise typer.Exit(1) from None
     finally:
         engine.dispose()
     typer.echo(f"rolled up {days} days")

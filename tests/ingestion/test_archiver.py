@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from medrobotics.storage import archive, manifest
 from medrobotics.storage.lake import Lake, LakeError, LocalLake, S3Lake
 from medrobotics.storage.tables import archive_marks, batches, procedure_days, telemetry
 from tests.conftest import closed_port_url
+from tests.support.lakes import Forwarding
 
 T0 = datetime(2024, 3, 30, 22, 0, tzinfo=UTC)  # windows straddle days and a month end
 
@@ -48,15 +48,6 @@ def _settings(engine: Engine, tmp_path: Path, **extra: object) -> config.Setting
         MEDROBOTICS_LAKE_HASH_KEY="test-lake-hash-key-of-32-characters",
         **extra,
     )
-
-
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
-    """The local folder, or a fresh bucket on the loopback S3 server."""
-    if request.param == "local":
-        return LocalLake(tmp_path / "lake")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return S3Lake(request.getfixturevalue("bucket"), endpoint_url=endpoint)
 
 
 def _samples(
@@ -126,11 +117,11 @@ def _lag(engine: Engine) -> dict[str, Any]:
         return archive.lag(conn)
 
 
-class Recording:
+class Recording(Forwarding):
     """A lake that counts writes per key (and can pause on the first one)."""
 
     def __init__(self, inner: Lake) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.puts: Counter[str] = Counter()
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
@@ -145,28 +136,13 @@ class Recording:
                 self.puts[key] += 1
         self.inner.put(key, data)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, source: Path) -> None:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=60)
         with self._lock:
             self.puts[key] += 1
-        self.inner.put_file(key, path)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def list(self, prefix: str = "") -> list[str]:
-        return self.inner.list(prefix)
-
-    def get_file(self, key: str, path: Path) -> None:
-        self.inner.get_file(key, path)
-
-    def delete(self, keys: Iterable[str]) -> None:
-        self.inner.delete(keys)
-
-    def uri(self, key: str) -> str:
-        return self.inner.uri(key)
+        self.inner.put_file(key, source)
 
 
 def test_every_sample_exactly_once_in_windows(engine: Engine, lake: Lake, tmp_path: Path) -> None:

@@ -60,15 +60,6 @@ def _settings(engine: Engine, tmp_path: Path, lake: Lake | None = None, **extra:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
-    """The local folder, or a fresh bucket on the loopback S3 server."""
-    if request.param == "local":
-        return LocalLake(tmp_path / "lake")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return S3Lake(request.getfixturevalue("bucket"), endpoint_url=endpoint)
-
-
 def _expected_key(patient_id: str, key: str = KEY) -> str:
     return hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
 

@@ -18,8 +18,9 @@ from medrobotics import config
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.ingestion import flows
 from medrobotics.storage import archive, compact, manifest
-from medrobotics.storage.lake import Lake, LakeError, LocalLake, S3Lake
+from medrobotics.storage.lake import Lake, LakeError, LocalLake
 from medrobotics.storage.tables import telemetry
+from tests.support.lakes import Forwarding
 
 T0 = datetime(2024, 3, 30, 20, 0, tzinfo=UTC)  # two days, closed long ago
 DAY1, DAY2 = date(2024, 3, 30), date(2024, 3, 31)
@@ -35,15 +36,6 @@ def _settings(engine: Engine, tmp_path: Path, **extra: object) -> config.Setting
         MEDROBOTICS_ARCHIVE=False,
         **extra,
     )
-
-
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
-    """The local folder, or a fresh bucket on the loopback S3 server."""
-    if request.param == "local":
-        return LocalLake(tmp_path / "lake")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return S3Lake(request.getfixturevalue("bucket"), endpoint_url=endpoint)
 
 
 def _ingest(engine: Engine, n: int, *, start: datetime = T0, seed: int = 0) -> None:
@@ -117,36 +109,24 @@ def _folders(keys: Iterable[str]) -> Counter[str]:
     return Counter(k.rsplit("/", 1)[0] for k in keys)
 
 
-class NoManifests:
+class NoManifests(Forwarding):
     """An archiver from before manifests: it writes parts and never a manifest."""
-
-    def __init__(self, inner: Lake) -> None:
-        self.inner = inner
 
     def put(self, key: str, data: bytes) -> None:
         if not key.endswith("/manifest"):
             self.inner.put(key, data)
 
-    def put_file(self, key: str, source: Path) -> None:
-        self.inner.put_file(key, source)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
     def list(self, prefix: str = "") -> list[str]:
         return [k for k in self.inner.list(prefix) if not k.endswith("/manifest")]
 
-    def uri(self, key: str) -> str:
-        return self.inner.uri(key)
 
-
-class Crashing:
+class Crashing(Forwarding):
     """The lake, except that the chosen operation fails like a process dying at that point."""
 
     def __init__(
         self, inner: Lake, *, delete: bool = False, manifest: bool = False, pin: bool = False
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_delete = delete
         self.fail_manifest = manifest  # after compacted objects are written
         self.fail_window = pin  # after a window's objects are written
@@ -159,26 +139,14 @@ class Crashing:
             raise LakeError("process died before the manifest")
         self.inner.put(key, data)
 
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def list(self, prefix: str = "") -> list[str]:
-        return self.inner.list(prefix)
-
-    def put_file(self, key: str, path: Path) -> None:
-        self.inner.put_file(key, path)
+    def put_file(self, key: str, source: Path) -> None:
+        self.inner.put_file(key, source)
         self.uploaded.append(key)
-
-    def get_file(self, key: str, path: Path) -> None:
-        self.inner.get_file(key, path)
 
     def delete(self, keys: Iterable[str]) -> None:
         if self.fail_delete:
             raise LakeError("process died before deleting")
         self.inner.delete(keys)
-
-    def uri(self, key: str) -> str:
-        return self.inner.uri(key)
 
 
 def test_one_sorted_snappy_object_per_day_and_robot(
