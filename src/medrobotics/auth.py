@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
@@ -20,7 +19,7 @@ from sqlalchemy import Engine
 from medrobotics.config import Settings
 from medrobotics.errors import Forbidden, RateLimited, Unauthorized
 from medrobotics.storage import keys
-from medrobotics.storage.db import reading, transaction
+from medrobotics.storage.db import reading, run, transaction
 
 SCOPES = ("ingest:write", "api:read", "phi:read", "admin")
 PREFIX = "mrk"
@@ -129,7 +128,7 @@ class Guard:
         if known is not None:
             found = known[0]
         else:
-            found = await anyio.to_thread.run_sync(self._lookup, presented)
+            found = await run(self.engine, self._lookup, presented)
             ttl = self.settings.auth_cache_seconds
             if ttl > 0:
                 if len(self._cache) >= CACHE_MAX:

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager, suppress
 from datetime import date, datetime
 from typing import Any, Literal
 
-import anyio.to_thread
 import orjson
 import structlog
 from fastapi import FastAPI, Request
@@ -19,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +26,7 @@ from medrobotics import __version__, logs, metrics
 from medrobotics.config import Settings
 from medrobotics.domain.types import iso
 from medrobotics.errors import DomainError, RateLimited, Unauthorized, Unavailable
-from medrobotics.storage.db import reading
+from medrobotics.storage.db import read
 
 log = logs.get("medrobotics.web")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -337,11 +336,10 @@ class RequestContext:
                 )
 
 
-def readiness(engine: Engine, service: str) -> Response:
+async def readiness(engine: Engine, service: str) -> Response:
     """Check the database with one trivial query; 200 when it answers, 503 when not."""
     try:
-        with reading(engine) as conn:
-            conn.execute(text("SELECT 1"))
+        await read(engine, _ping)
         state, code = "ok", 200
     except Unavailable:
         state, code = "unavailable", 503
@@ -353,6 +351,10 @@ def readiness(engine: Engine, service: str) -> Response:
     )
     headers = {"Retry-After": "5"} if code == 503 else None
     return ORJSONResponse(health.model_dump(), status_code=code, headers=headers)
+
+
+def _ping(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
 
 
 def install_metrics(app: FastAPI, *, service: str, engine: Engine) -> None:
@@ -399,15 +401,6 @@ def install_health(app: FastAPI, *, service: str, engine: Engine, ready_path: st
         summary="Readiness: is the database answering",
         responses=responses("readiness"),
     )
-    def ready() -> Response:
+    async def ready() -> Response:
         """Report whether the database answers (503 when it does not)."""
-        return readiness(engine, service)
-
-
-def cap_threads(settings: Settings) -> None:
-    """Run at most as many blocking handlers at once as the pool has connections.
-
-    More threads than connections only queue inside the pool or open overflow connections;
-    call from the app's lifespan (the limiter belongs to the running event loop).
-    """
-    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
+        return await readiness(engine, service)

@@ -11,10 +11,16 @@ import pytest
 from sqlalchemy import Engine
 
 from medrobotics.storage import outcomes, pages, procedures, robots
+from medrobotics.storage.db import reading
 from medrobotics.storage.keyset import next_key
 from medrobotics.storage.pages import Query
 from medrobotics.web import dumps
 from tests.fleet import make_fleet, write
+
+
+def _read(engine: Engine, query: Query) -> pages.Rows:
+    with reading(engine) as conn:
+        return pages.fetch(conn, query)
 
 
 def _typed(engine: Engine, query: Query) -> tuple[bytes, Any, list[str], int | None]:
@@ -48,7 +54,7 @@ def test_postgres_pages_are_the_typed_rows_as_written(engine: Engine) -> None:
     ]
     seen_more = seen_flagged = False
     for query in queries:
-        got = pages.read(engine, query)
+        got = _read(engine, query)
         assert isinstance(got.items, orjson.Fragment)
         text = orjson.dumps(got.items)
         assert orjson.loads(text) == orjson.loads(_typed(engine, query)[0]), query.shape.name
@@ -59,15 +65,15 @@ def test_postgres_pages_are_the_typed_rows_as_written(engine: Engine) -> None:
         hidden = (b'"patient_id"', b'"patient_age"', b'"surgeon_notes"')
         assert query.shape.flag or not any(name in text for name in hidden)
     assert seen_more and seen_flagged
-    assert pages.read(engine, robots.page(limit=500)).total == len(fleet.robots)
-    assert pages.read(engine, robots.page(limit=5, offset=1000)).total == len(fleet.robots)
+    assert _read(engine, robots.page(limit=500)).total == len(fleet.robots)
+    assert _read(engine, robots.page(limit=5, offset=1000)).total == len(fleet.robots)
 
 
 def test_pages_on_either_database_report_more_and_total(engine: Engine) -> None:
     fleet = write(engine, make_fleet(n_procedures=12))
-    first = pages.read(engine, procedures.page(limit=5))
+    first = _read(engine, procedures.page(limit=5))
     assert first.more and next_key(first) is not None
-    rest = pages.read(engine, procedures.page(limit=50, after=next_key(first)))
+    rest = _read(engine, procedures.page(limit=50, after=next_key(first)))
     assert not rest.more and rest.last is None
     items = (
         orjson.loads(dumps({"a": first.items}))["a"] + orjson.loads(dumps({"a": rest.items}))["a"]
@@ -78,5 +84,5 @@ def test_pages_on_either_database_report_more_and_total(engine: Engine) -> None:
             fleet.procedures, key=lambda p: (p.start_time, p.procedure_id), reverse=True
         )
     ]
-    empty = pages.read(engine, robots.page(limit=5, offset=100))
+    empty = _read(engine, robots.page(limit=5, offset=100))
     assert orjson.loads(dumps({"a": empty.items}))["a"] == [] and empty.total == len(fleet.robots)

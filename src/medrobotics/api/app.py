@@ -22,7 +22,6 @@ from medrobotics.web import (
     TIMES,
     ORJSONResponse,
     RequestContext,
-    cap_threads,
     emf_lines,
     install_errors,
     install_health,
@@ -40,7 +39,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        cap_threads(settings)
         async with emf_lines(settings, SERVICE):
             yield
 

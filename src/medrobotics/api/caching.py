@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, get_type_hints
 
-import anyio.to_thread
 from fastapi import Request, Response
 from pydantic import TypeAdapter
 
+from medrobotics.storage import db
 from medrobotics.web import dumps
 
 Key = tuple[Hashable, ...]
@@ -155,8 +155,9 @@ def cached(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def compute() -> bytes:
             if run is not None:
                 return _json(model, await run(**kwargs))
-            # A plain function does blocking I/O: the thread pool, as FastAPI would run it.
-            return await anyio.to_thread.run_sync(lambda: _json(model, func(**kwargs)))
+            # A plain function does blocking I/O: on the engine's threads, as every read.
+            engine = cache_request_.app.state.engine
+            return await db.run(engine, lambda: _json(model, func(**kwargs)))
 
         entry = await answers.get(key, compute)
         headers = {

@@ -2,8 +2,8 @@
 
 These dependencies do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency
 in the thread pool, a round trip per dependency per request that cost more than the work.
-The routes that read are plain `def`: FastAPI runs each in the thread pool (capped at the
-connection pool's size, web.cap_threads), where it reads through the engine's pool.
+The routes are `async` too and hand their database work to the engine's threads
+(`storage.db.read`), one hop per request.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from medrobotics.config import Settings
 from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
 from medrobotics.errors import InvalidInput
+from medrobotics.storage.db import run
 from medrobotics.web import ORJSONResponse
 
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
@@ -59,28 +60,25 @@ async def get_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def visible(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
-    """Drop patient data (at any depth) unless the caller holds `phi:read`; audit when shown.
-
-    Call from a worker thread (a `def` route): the audit is a write.
-    """
-    if caller.phi:
-        ids = sorted(_phi_records(data))
-        if ids and caller.request is not None and caller.principal is not None:
-            engine = caller.request.app.state.engine
-            audit_phi(engine, caller.request, caller.principal, ids)
-        return data
-    return strip_phi(data)
-
-
-def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
+async def respond(caller: Caller, data: dict[str, Any]) -> ORJSONResponse:
     """Answer with `data` as the caller may see it, serialized once, by orjson.
 
-    The route's response_model is the contract: a test holds every answer to it. FastAPI's
-    re-validation of the returned dict would only check, at a page's every request, what the
-    typed rows already are.
+    Patient fields (at any depth) are dropped unless the caller holds `phi:read`; when shown,
+    the records are audited. The route's response_model is the contract: a test holds every
+    answer to it. FastAPI's re-validation of the returned dict would only check, at every
+    request, what the typed rows already are.
     """
-    return ORJSONResponse(visible(caller, data))
+    if not caller.phi:
+        return ORJSONResponse(strip_phi(data))
+    await audit(caller, sorted(_phi_records(data)))
+    return ORJSONResponse(data)
+
+
+async def audit(caller: Caller, record_ids: list[str]) -> None:
+    """Record that the caller was shown the patient data of `record_ids` (none: nothing)."""
+    if record_ids and caller.request is not None and caller.principal is not None:
+        engine: Engine = caller.request.app.state.engine
+        await run(engine, audit_phi, engine, caller.request, caller.principal, record_ids)
 
 
 def _phi_records(value: Any) -> set[str]:

@@ -18,6 +18,7 @@ from medrobotics.api.params import (
 from medrobotics.domain.outcomes import OutcomePage, SuccessStatus
 from medrobotics.domain.procedures import Category
 from medrobotics.storage import outcomes, pages
+from medrobotics.storage.db import read
 from medrobotics.web import responses
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
     response_model=OutcomePage,
     responses=responses("read"),
 )
-def list_outcomes(
+async def list_outcomes(
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
@@ -48,8 +49,9 @@ def list_outcomes(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    rows = pages.read(
+    rows = await read(
         engine,
+        pages.fetch,
         outcomes.page(
             success_status=success_status,
             category=category,
@@ -61,4 +63,4 @@ def list_outcomes(
             phi=caller.phi,
         ),
     )
-    return respond_page(caller, request, rows, limit)
+    return await respond_page(caller, request, rows, limit)

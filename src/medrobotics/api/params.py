@@ -13,8 +13,7 @@ import orjson
 from fastapi import Path, Query, Request
 from pydantic import AfterValidator, StringConstraints
 
-from medrobotics.api.deps import Caller, invalid
-from medrobotics.auth import audit_phi
+from medrobotics.api.deps import Caller, audit, invalid
 from medrobotics.domain.types import (
     QUERY_EARLIEST,
     QUERY_LATEST,
@@ -137,12 +136,11 @@ def offset_page(
     }
 
 
-def respond_page(caller: Caller, request: Request, rows: Rows, limit: int) -> ORJSONResponse:
+async def respond_page(caller: Caller, request: Request, rows: Rows, limit: int) -> ORJSONResponse:
     """Answer a keyset page (patient fields already left out unless the caller may see them).
 
-    The records whose patient data is shown are audited, by id (call from a worker thread).
+    The records whose patient data is shown are audited, by id.
     """
-    if caller.phi and rows.flagged and caller.principal is not None:
-        engine = request.app.state.engine
-        audit_phi(engine, request, caller.principal, sorted(rows.flagged))
+    if caller.phi:
+        await audit(caller, sorted(rows.flagged))
     return ORJSONResponse(keyset_page(*query_of(request), rows, limit))

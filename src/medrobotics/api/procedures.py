@@ -26,7 +26,7 @@ from medrobotics.domain.procedures import (
 from medrobotics.domain.telemetry import READINGS, TelemetrySeries
 from medrobotics.errors import NotFound
 from medrobotics.storage import pages, procedures
-from medrobotics.storage.db import reading
+from medrobotics.storage.db import read
 from medrobotics.web import responses
 
 router = APIRouter(prefix="/api/procedures", tags=["procedures"])
@@ -40,7 +40,7 @@ MAX_POINTS = 10_000
     response_model=ProcedurePage,
     responses=responses("read"),
 )
-def list_procedures(
+async def list_procedures(
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
@@ -61,8 +61,9 @@ def list_procedures(
     """
     check_range(start, end)
     after = decode_cursor(cursor)
-    rows = pages.read(
+    rows = await read(
         engine,
+        pages.fetch,
         procedures.page(
             category=category,
             robot_id=robot_id,
@@ -76,7 +77,7 @@ def list_procedures(
             phi=caller.phi,
         ),
     )
-    return respond_page(caller, request, rows, limit)
+    return await respond_page(caller, request, rows, limit)
 
 
 @router.get(
@@ -84,19 +85,18 @@ def list_procedures(
     response_model=ProcedureDetail,
     responses=responses("lookup"),
 )
-def get_procedure(procedure_id: PathId, engine: EngineDep, caller: CallerDep) -> Any:
+async def get_procedure(procedure_id: PathId, engine: EngineDep, caller: CallerDep) -> Any:
     """Show a procedure with its robot, its outcome and a summary of its telemetry."""
-    with reading(engine) as conn:
-        item = procedures.detail(conn, procedure_id=procedure_id)
+    item = await read(engine, procedures.detail, procedure_id=procedure_id)
     if item is None:
         raise NotFound(f"no procedure {procedure_id!r}")
-    return respond(caller, item)
+    return await respond(caller, item)
 
 
 @router.get(
     "/{procedure_id}/telemetry", response_model=TelemetrySeries, responses=responses("lookup")
 )
-def get_telemetry(
+async def get_telemetry(
     procedure_id: PathId,
     engine: EngineDep,
     start: Start = None,
@@ -122,16 +122,16 @@ def get_telemetry(
     """Return a procedure's samples averaged per time bucket, per channel, for plotting."""
     check_range(start, end)
     names = _channels(channels)
-    with reading(engine) as conn:
-        series = procedures.telemetry(
-            conn,
-            procedure_id=procedure_id,
-            channels=names,
-            start=start,
-            end=end,
-            interval_ms=interval_ms,
-            max_points=MAX_POINTS,
-        )
+    series = await read(
+        engine,
+        procedures.telemetry,
+        procedure_id=procedure_id,
+        channels=names,
+        start=start,
+        end=end,
+        interval_ms=interval_ms,
+        max_points=MAX_POINTS,
+    )
     if series is None:
         raise NotFound(f"no procedure {procedure_id!r}")
     return series

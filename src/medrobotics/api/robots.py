@@ -11,14 +11,14 @@ from medrobotics.api.params import FilterId, FilterText, PathId, offset_page, qu
 from medrobotics.domain.robots import RobotDetail, RobotPage, RobotStatus
 from medrobotics.errors import NotFound
 from medrobotics.storage import pages, robots
-from medrobotics.storage.db import reading
+from medrobotics.storage.db import read
 from medrobotics.web import ORJSONResponse, responses
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
 
 
 @router.get("", response_model=RobotPage, responses=responses("read"))
-def list_robots(
+async def list_robots(
     request: Request,
     engine: EngineDep,
     limit: LimitDep,
@@ -31,16 +31,15 @@ def list_robots(
     query = robots.page(
         facility_id=facility_id, status=status, model=model, limit=limit, offset=offset
     )
-    rows = pages.read(engine, query)
+    rows = await read(engine, pages.fetch, query)
     page = offset_page(*query_of(request), rows, limit, offset)
     return ORJSONResponse(page)  # robots carry no patient data; see deps.respond
 
 
 @router.get("/{robot_id}", response_model=RobotDetail, responses=responses("lookup"))
-def get_robot(robot_id: PathId, engine: EngineDep) -> Any:
+async def get_robot(robot_id: PathId, engine: EngineDep) -> Any:
     """Show a robot with its procedure count, last procedure and maintenance summary."""
-    with reading(engine) as conn:
-        robot = robots.detail(conn, robot_id=robot_id)
+    robot = await read(engine, robots.detail, robot_id=robot_id)
     if robot is None:
         raise NotFound(f"no robot {robot_id!r}")
     return robot

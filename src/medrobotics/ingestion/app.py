@@ -27,7 +27,6 @@ from medrobotics.web import (
     TIMES,
     ORJSONResponse,
     RequestContext,
-    cap_threads,
     emf_lines,
     install_errors,
     install_health,
@@ -42,7 +41,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Run the group writer (and the archiver, when on) while the service serves."""
     ingest: Ingest = app.state.ingest
     settings, engine = ingest.settings, ingest.engine
-    cap_threads(settings)
     ingest.writer.start()
     stop = asyncio.Event()
     archiver = None

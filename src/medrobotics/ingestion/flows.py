@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -12,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
-import anyio.to_thread
 import psycopg
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine
@@ -26,7 +24,7 @@ from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.errors import BadRequest, Conflict, DomainError, InvalidInput, Unavailable
 from medrobotics.storage import batches, maintenance, outcomes, procedures, robots, telemetry
-from medrobotics.storage.db import transaction
+from medrobotics.storage.db import run, transaction
 from medrobotics.web import MAX_DETAILS, field_errors
 
 log = logs.get("medrobotics.ingestion.flows")
@@ -145,9 +143,7 @@ async def store(
     engine: Engine, entity: str, items: Sequence[Any], *, raw: bytes | None = None
 ) -> int:
     """Commit `items` (see `write`) from the event loop, and count them."""
-    written = await anyio.to_thread.run_sync(
-        functools.partial(write, engine, entity, items, raw=raw)
-    )
+    written = await run(engine, write, engine, entity, items, raw=raw)
     metrics.received(entity, len(items), batch=raw is not None)
     metrics.written(entity, written)
     return written
@@ -203,7 +199,7 @@ class Stream:
 
     async def add(self, items: list[Any], *, base: int) -> None:
         """Write `items` (record `base` first) in the stream's transaction."""
-        self.written += await anyio.to_thread.run_sync(self._add, items, base)
+        self.written += await run(self.engine, self._add, items, base)
 
     async def commit(self, items: list[Any], *, base: int) -> int:
         """Write the last records, keep the batch's payload with them, and commit.
@@ -211,7 +207,7 @@ class Stream:
         One thread hop for all three: a stream that fits in one chunk pays for one.
         Return how many records were new or updated.
         """
-        self.written += await anyio.to_thread.run_sync(self._commit, items, base)
+        self.written += await run(self.engine, self._commit, items, base)
         metrics.received(self.entity, self.received, batch=True)
         metrics.written(self.entity, self.written)
         return self.written
@@ -260,7 +256,7 @@ async def streaming(engine: Engine, entity: str, *, keep: int) -> AsyncIterator[
         # only mean a connection lost, which the database rolls back itself.
         if stream.open:  # a thread hop only when there is something to roll back
             with anyio.CancelScope(shield=True), suppress(Unavailable, DBAPIError):
-                await anyio.to_thread.run_sync(stream.rollback)
+                await run(engine, stream.rollback)
 
 
 @contextmanager

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection
 
 from medrobotics import metrics
 from medrobotics.auth import require
@@ -13,7 +15,7 @@ from medrobotics.domain.types import UtcDateTime
 from medrobotics.ingestion.deps import IngestDep
 from medrobotics.storage import archive
 from medrobotics.storage import stats as stats_q
-from medrobotics.storage.db import reading
+from medrobotics.storage.db import read
 from medrobotics.web import responses
 
 router = APIRouter()
@@ -62,12 +64,9 @@ class IngestStats(BaseModel):
     summary="Ingestion statistics",
     dependencies=[Depends(require("ingest:write", "api:read"))],
 )
-def ingest_stats(ingest: IngestDep) -> IngestStats:
+async def ingest_stats(ingest: IngestDep) -> IngestStats:
     """Report totals per entity, recent activity and (with the lake) archive lag."""
-    with reading(ingest.engine) as conn:
-        totals, estimated = stats_q.totals(conn)
-        recent = stats_q.recent(conn)
-        lag = archive.lag(conn)
+    totals, estimated, recent, lag = await read(ingest.engine, _figures)
     metrics.archive_lag(seconds=lag["lag_seconds"], rows=lag["pending_rows"])
     return IngestStats(
         totals=totals,
@@ -76,3 +75,8 @@ def ingest_stats(ingest: IngestDep) -> IngestStats:
         archive=ArchiveLag(**lag),
         generated_at=datetime.now().astimezone(),
     )
+
+
+def _figures(conn: Connection) -> tuple[dict[str, int], bool, dict[str, Any], dict[str, Any]]:
+    totals, estimated = stats_q.totals(conn)
+    return totals, estimated, stats_q.recent(conn), archive.lag(conn)

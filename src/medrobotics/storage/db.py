@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import math
-from collections.abc import Iterator
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -56,7 +62,7 @@ def make_engine(
     return create_engine(
         url,
         pool_size=pool_size,
-        # Request handlers are capped at pool_size threads (see web.cap_threads), so overflow
+        # Request handlers run on pool_size threads (see `threads` below), so overflow
         # serves only the occasional extra: the archiver, a long NDJSON stream. Overflow
         # connections are opened and closed per use, which costs more than the query.
         max_overflow=max(2, pool_size // 2),
@@ -124,6 +130,43 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def driver_row(conn: Connection, sql: str, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Run compiled PostgreSQL `sql` through the driver's own cursor; return its first row.
+
+    For the hottest reads (a page, a procedure's detail): SQLAlchemy's execution and result
+    objects cost as much CPU as the rest of such a request's Python work (docs/design.md).
+    """
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    try:
+        row: tuple[Any, ...] | None = driver.execute(sql, values).fetchone()
+    except psycopg.OperationalError:
+        conn.invalidate()  # as SQLAlchemy would: a broken connection never returns to the pool
+        raise
+    return row
+
+
+_compiled: dict[tuple[str, Select[Any]], tuple[str, tuple[str, ...]]] = {}
+
+
+def first(conn: Connection, stmt: Select[Any], values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return the first row of `stmt` by column key, or None.
+
+    `stmt` is built once (cached by its caller) and its columns need no conversion by
+    SQLAlchemy's types on PostgreSQL, whose driver returns the same values: there it is
+    compiled once and run by `driver_row`. tests/storage/test_db.py holds both ways equal.
+    """
+    if conn.dialect.name != "postgresql":
+        found = conn.execute(stmt, dict(values)).mappings().first()
+        return dict(found) if found is not None else None
+    key = (conn.dialect.name, stmt)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        sql = stmt.compile(dialect=conn.dialect).string
+        compiled = _compiled[key] = (sql, tuple(str(c.key) for c in stmt.selected_columns))
+    row = driver_row(conn, compiled[0], values)
+    return dict(zip(compiled[1], row, strict=True)) if row is not None else None
+
+
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """Open a read-only unit of work; database outages surface as Unavailable."""
@@ -132,3 +175,47 @@ def reading(engine: Engine) -> Iterator[Connection]:
             # No BEGIN/ROLLBACK round trips around reads: each statement sees committed data.
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_threads: weakref.WeakKeyDictionary[Engine, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_threads_lock = threading.Lock()
+
+
+def threads(engine: Engine) -> ThreadPoolExecutor:
+    """Return the threads that do `engine`'s blocking work: one per pooled connection.
+
+    More threads than connections would only wait inside the pool. A service's handlers are
+    `async` and hand their database work here, one hop per request: FastAPI's thread pool
+    for `def` routes queues its waiters in the event loop (an anyio capacity limiter), which
+    cost a page about a quarter of its CPU under load (docs/design.md, The read path).
+    """
+    found = _threads.get(engine)
+    if found is None:
+        with _threads_lock:
+            found = _threads.get(engine)
+            if found is None:
+                size = getattr(engine.pool, "size", lambda: 4)()
+                found = ThreadPoolExecutor(max(1, size), thread_name_prefix="db")
+                _threads[engine] = found
+    return found
+
+
+async def run(engine: Engine, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run the blocking `fn` on one of `engine`'s threads, in the caller's context (log ids)."""
+    call = partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(threads(engine), call)
+
+
+async def read(
+    engine: Engine, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run the query `fn(conn, ...)` in a read-only unit of work on one of `engine`'s threads."""
+    return await run(engine, _read, engine, lambda conn: fn(conn, *args, **kwargs))
+
+
+def _read(engine: Engine, query: Callable[[Connection], T]) -> T:
+    with reading(engine) as conn:
+        return query(conn)

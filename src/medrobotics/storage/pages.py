@@ -24,7 +24,6 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Engine,
     Integer,
     Select,
     Text,
@@ -36,7 +35,7 @@ from sqlalchemy import (
     select,
 )
 
-from medrobotics.storage.db import reading
+from medrobotics.storage.db import driver_row
 
 TOTAL = "page_total"
 """The column carrying how many rows match in all, on pages that report it."""
@@ -101,18 +100,12 @@ class _Statement:
 _statements: dict[tuple[str, Shape], _Statement] = {}
 
 
-def read(engine: Engine, query: Query) -> Rows:
-    """Read one page in its own unit of work; an outage surfaces as Unavailable."""
-    with reading(engine) as conn:
-        return fetch(conn, query)
-
-
 def fetch(conn: Connection, query: Query) -> Rows:
     """Read one page (either database)."""
     shape, limit = query.shape, query.limit
     stmt = _statement(conn, query)
     if stmt.sql is not None:
-        return _from_json(conn.exec_driver_sql(stmt.sql, query.values()).one(), query)
+        return _from_json(driver_row(conn, stmt.sql, query.values()), query)
     # fetchall: iterating the result fetches row by row, which cost more than the query.
     result = conn.execute(stmt.stmt, query.values())
     names = tuple(result.keys())

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Select, bindparam, select
 
 from medrobotics.domain.procedures import PHI_FIELDS, ProcedureIn
 from medrobotics.storage import telemetry as telemetry_q
+from medrobotics.storage.db import first
 from medrobotics.storage.keyset import Key, newest_first
 from medrobotics.storage.pages import Query
 from medrobotics.storage.tables import UtcDateTime, procedures, telemetry_summary
@@ -41,8 +42,8 @@ def get(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
 
 def detail(conn: Connection, *, procedure_id: str) -> dict[str, Any] | None:
     """Return a procedure with its robot, its outcome and its telemetry summary, or None."""
-    row = conn.execute(detail_select(), {"procedure_id": procedure_id}).mappings().first()
-    return detail_from(dict(row)) if row is not None else None
+    row = first(conn, detail_select(), {"procedure_id": procedure_id})
+    return detail_from(row) if row is not None else None
 
 
 @cache

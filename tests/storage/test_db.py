@@ -1,0 +1,53 @@
+"""Rows read through the driver's cursor (`db.first`) are the rows SQLAlchemy reads.
+
+On PostgreSQL the procedure detail's statement runs as compiled SQL on psycopg's cursor; the
+values must be what SQLAlchemy's types give (times, dates, JSON lists, nulls), so the detail
+reads the same whichever way it is read, and the same as on SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from medrobotics.storage import procedures
+from medrobotics.storage.db import first
+from tests.fleet import make_fleet, make_samples, write
+
+
+def _typed(engine: Engine, procedure_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(procedures.detail_select(), {"procedure_id": procedure_id})
+        found = row.mappings().first()
+    return dict(found) if found is not None else None
+
+
+def test_first_reads_the_rows_sqlalchemy_reads(engine: Engine) -> None:
+    fleet = make_fleet(n_procedures=40)
+    fleet.telemetry = [
+        s for p in fleet.procedures[:5] for s in make_samples(p, count=20, step_ms=250)
+    ]
+    orphan = {"procedure_id": "p-orphan", "robot_id": "robot-unknown"}  # no robot row
+    fleet.procedures.append(fleet.procedures[-1].model_copy(update=orphan))
+    write(engine, fleet)
+    with_outcome = {o.procedure_id for o in fleet.outcomes}
+    with_samples = {s.procedure_id for s in fleet.telemetry}
+    ids = [p.procedure_id for p in fleet.procedures]
+    # Every shape of the joined row: with and without outcome, summary and robot.
+    assert with_outcome and set(ids) - with_outcome
+    assert with_samples and set(ids) - with_samples
+    kinds: set[str] = set()
+    with engine.connect() as conn:
+        for procedure_id in [*ids, "no-such-procedure"]:
+            got = first(conn, procedures.detail_select(), {"procedure_id": procedure_id})
+            want = _typed(engine, procedure_id)
+            assert got == want, procedure_id
+            if got is None:
+                continue
+            assert list(got) == list(want or {})
+            for key, value in got.items():
+                assert type(value) is type((want or {})[key]), key
+            kinds |= {type(v).__name__ for v in got.values()}
+    # The rows held times, dates, numbers, flags, JSON lists and nulls.
+    assert {"datetime", "date", "float", "int", "bool", "list", "NoneType"} <= kinds
