@@ -112,13 +112,15 @@ def window(service: str) -> Window:
 
 def observe_request(service: str, method: str, route: str, status: int, seconds: float) -> None:
     """Count one finished request."""
-    REQUESTS.labels(service, method, route, str(status)).inc()
-    LATENCY.labels(service, method, route).observe(seconds)
-    _window_request(service, status, seconds)
+    key = (service, method, route, status)
+    answers = _ANSWERS.get(key)
+    if answers is None:  # as many as the labels' combinations: routes are templates
+        answers = _ANSWERS[key] = Answers(service, method, route, status)
+    answers.observe(seconds)
 
 
 class Answers:
-    """One route's answers of one status, with the label lookups done once (a hot path)."""
+    """One route's answers of one status, with the label lookups done once (every request)."""
 
     def __init__(self, service: str, method: str, route: str, status: int) -> None:
         self.service, self.status = service, status
@@ -130,6 +132,9 @@ class Answers:
         self._count.inc()
         self._latency.observe(seconds)
         _window_request(self.service, self.status, seconds)
+
+
+_ANSWERS: dict[tuple[str, str, str, int], Answers] = {}
 
 
 def _window_request(service: str, status: int, seconds: float) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import date, datetime
 from typing import Any, Literal
@@ -355,6 +355,20 @@ async def readiness(engine: Engine, service: str) -> Response:
 
 def _ping(conn: Connection) -> None:
     conn.execute(text("SELECT 1"))
+
+
+def amend_openapi(app: FastAPI, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Have `edit` amend `app`'s OpenAPI document once, when FastAPI first builds it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()  # kept by FastAPI as app.openapi_schema: the edit runs once
+        edit(doc)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_metrics(app: FastAPI, *, service: str, engine: Engine) -> None:

@@ -12,7 +12,7 @@ from medrobotics import __version__
 from medrobotics.api import analytics, outcomes, procedures, robots
 from medrobotics.api.caching import AnswerCache
 from medrobotics.api.deps import document_page_size
-from medrobotics.auth import Guard, require
+from medrobotics.auth import Guard, document_keys, require
 from medrobotics.config import Settings
 from medrobotics.storage.db import make_engine
 from medrobotics.ui.dashboard import install_dashboard
@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/api/health")
     document_page_size(app, settings)
+    document_keys(app)
     install_docs(app, prefix="/api")
     install_dashboard(app)
 

@@ -20,7 +20,7 @@ from medrobotics.domain.outcomes import PHI_FIELDS as OUTCOME_PHI
 from medrobotics.domain.procedures import PHI_FIELDS as PROCEDURE_PHI
 from medrobotics.errors import InvalidInput
 from medrobotics.storage.db import run
-from medrobotics.web import ORJSONResponse
+from medrobotics.web import ORJSONResponse, amend_openapi
 
 PHI_FIELDS = frozenset(PROCEDURE_PHI + OUTCOME_PHI)
 
@@ -155,20 +155,15 @@ def document_page_size(app: FastAPI, settings: Settings) -> None:
 
     The routes are declared once, at import; the maximum is the settings' (see `page_limit`).
     """
-    build = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        doc = build()  # kept by FastAPI as app.openapi_schema: this runs once
+    def edit(doc: dict[str, Any]) -> None:
         for item in doc["paths"].values():
             for operation in item.values():
                 for param in operation.get("parameters", []):
                     if param["in"] == "query" and param["name"] == "limit":
                         param["schema"]["maximum"] = settings.max_page_size
-        return doc
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, edit)
 
 
 def invalid(field: str, message: str) -> InvalidInput:

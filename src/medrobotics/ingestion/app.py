@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from medrobotics import __version__
-from medrobotics.auth import Guard
+from medrobotics.auth import Guard, document_keys
 from medrobotics.config import Settings
 from medrobotics.domain.types import use_time_window
 from medrobotics.ingestion import batches, records, stats, telemetry
@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
     install_health(app, service=SERVICE, engine=engine, ready_path="/ingest/health")
     document_bodies(app, settings)
+    document_keys(app)
     install_docs(app, prefix="/ingest")
 
     return app

@@ -20,6 +20,7 @@ from medrobotics.domain.procedures import ProcedureIn
 from medrobotics.domain.robots import RobotIn
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.ingestion.flows import ENTITIES, KINDS
+from medrobotics.web import amend_openapi
 
 _MODELS: dict[str, type[BaseModel]] = {
     "/ingest/telemetry": TelemetryIn,
@@ -33,12 +34,8 @@ _MODELS: dict[str, type[BaseModel]] = {
 
 def document_bodies(app: FastAPI, settings: Settings) -> None:
     """Describe the body of each ingestion route in `app`'s OpenAPI document."""
-    build = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        doc = build()  # kept by FastAPI as app.openapi_schema: this runs once
+    def edit(doc: dict[str, Any]) -> None:
         for path, item in doc["paths"].items():
             post = item.get("post")
             if post is None:
@@ -48,9 +45,8 @@ def document_bodies(app: FastAPI, settings: Settings) -> None:
             elif path in _MODELS:
                 many = path == "/ingest/telemetry"
                 post["requestBody"] = _typed(_body(settings, _MODELS[path], many=many))
-        return doc
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, edit)
 
 
 def _typed(body: dict[str, Any]) -> dict[str, Any]:
