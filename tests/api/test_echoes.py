@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.fleet import Fleet
+
 # The test client refuses URLs over 64 kB; servers pass longer ones.
 HUGE = "k" * 60_000
 
@@ -40,3 +42,25 @@ def test_a_huge_unknown_parameter_does_not_change_the_error(client: TestClient) 
     r = client.get(f"/api/robots?limit=0&{HUGE}=1")
     assert r.status_code == 422
     assert len(r.content) < 1024 and "k" * 100 not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("/api/procedures?limit=2&category=general", "category=general"),
+        ("/api/outcomes?limit=2&readmission=false", "readmission=false"),
+        ("/api/robots?limit=2&facility_id=fac-boston", "facility_id=fac-boston"),
+    ],
+)
+def test_an_unknown_parameter_is_not_carried_into_next(
+    client: TestClient, fleet: Fleet, path: str, kept: str
+) -> None:
+    plain = client.get(path).json()
+    r = client.get(f"{path}&{HUGE[:5000]}=1&utm_source=mail")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["next"] is not None and body["items"] == plain["items"]
+    # The route's own parameters go on to the next page; the unknown ones do not.
+    assert kept in body["next"] and "limit=2" in body["next"]
+    assert "k" * 100 not in body["next"] and "utm_source" not in body["next"]
+    assert body["next"] == plain["next"]

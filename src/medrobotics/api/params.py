@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
 from fastapi import Path, Query, Request
+from fastapi.dependencies.models import Dependant
 from pydantic import AfterValidator, StringConstraints
 
 from medrobotics.api.deps import Caller, audit, invalid
@@ -105,8 +106,28 @@ def next_link(path: str, query: Sequence[tuple[str, str]], **params: str | int) 
 
 
 def query_of(request: Request) -> tuple[str, list[tuple[str, str]]]:
-    """Return the request's path and its query items, as the page builders take them."""
-    return request.scope["path"], request.query_params.multi_items()
+    """Return the request's path and the query items its route takes, for the next link.
+
+    A parameter the route does not take changes nothing in the answer, and is not carried
+    into `next`: a client's junk (a megabyte of it, say) is not sent back on every page.
+    """
+    route = request.scope["route"]
+    names = _TAKEN.get(route.endpoint)
+    if names is None:  # one entry per list route
+        names = _TAKEN[route.endpoint] = _taken(route.dependant)
+    items = [(k, v) for k, v in request.query_params.multi_items() if k in names]
+    return request.scope["path"], items
+
+
+_TAKEN: dict[Callable[..., Any], frozenset[str]] = {}
+
+
+def _taken(dependant: Dependant) -> frozenset[str]:
+    # The route's query parameters, its dependencies' included (the page size, say).
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _taken(sub)
+    return frozenset(names)
 
 
 def keyset_page(
