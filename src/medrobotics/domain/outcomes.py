@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from medrobotics.domain.types import INPUT, Id, LongText, Text, UtcDateTime
+from medrobotics.domain.types import INPUT, NEXT, Id, LongText, Text, UtcDateTime
 
 SuccessStatus = Literal["successful", "complicated", "failed"]
 SUCCESS_STATUSES: tuple[str, ...] = ("successful", "complicated", "failed")
@@ -59,4 +59,4 @@ class OutcomePage(BaseModel):
     items: list[OutcomeOut]
     limit: int
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
-    next: str | None = Field(description="Path and query of the next page; null on the last.")
+    next: str | None = Field(description=NEXT)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 from medrobotics.domain.outcomes import OutcomeOut
 from medrobotics.domain.robots import RobotOut
 from medrobotics.domain.telemetry import TelemetrySummary
-from medrobotics.domain.types import INPUT, EventTime, Id, Text, UtcDateTime
+from medrobotics.domain.types import INPUT, NEXT, EventTime, Id, Text, UtcDateTime
 
 Category = Literal["urological", "gynecological", "cardiac", "thoracic", "general", "orthopedic"]
 CATEGORIES: tuple[str, ...] = (
@@ -117,4 +117,4 @@ class ProcedurePage(BaseModel):
     items: list[ProcedureOut]
     limit: int
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
-    next: str | None = Field(description="Path and query of the next page; null on the last.")
+    next: str | None = Field(description=NEXT)

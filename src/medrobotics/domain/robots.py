@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from medrobotics.domain.types import INPUT, Day, EventDay, Id, Text, UtcDateTime
+from medrobotics.domain.types import INPUT, NEXT, Day, EventDay, Id, Text, UtcDateTime
 
 RobotStatus = Literal["operational", "maintenance", "retired"]
 ROBOT_STATUSES: tuple[str, ...] = ("operational", "maintenance", "retired")
@@ -83,4 +83,4 @@ class RobotPage(BaseModel):
     total: int = Field(description="Robots matching the filters, across all pages.")
     limit: int
     offset: int
-    next: str | None = Field(description="Path and query of the next page; null on the last.")
+    next: str | None = Field(description=NEXT)

@@ -196,3 +196,9 @@ INPUT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 """Model config for everything a client sends: unknown fields and NaN/Infinity are refused."""
 
 OUTPUT = ConfigDict(from_attributes=True)
+
+NEXT = (
+    "Path and query of the next page: the parameters of this request that the operation "
+    "takes, the cursor (or offset) moved on; null on the last page."
+)
+"""What a list's `next` link holds (unknown parameters are left out of it)."""
