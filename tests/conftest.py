@@ -27,6 +27,7 @@ from medrobotics.storage import migrate
 from medrobotics.storage.db import make_engine
 from medrobotics.storage.lake import Lake, LocalLake, S3Lake
 from medrobotics.storage.tables import ROLLUPS, metadata
+from tests.support.settings import for_engine
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -171,11 +172,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def settings(engine: Engine, tmp_path: Path) -> config.Settings:
     """Settings pointing at the test's database and a temporary data folder."""
-    return config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-    )
+    return for_engine(engine, tmp_path)
 
 
 GUIDE_SAMPLE = {

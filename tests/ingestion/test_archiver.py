@@ -32,22 +32,15 @@ from medrobotics.storage.lake import Lake, LakeError, LocalLake, S3Lake
 from medrobotics.storage.tables import archive_marks, batches, procedure_days, telemetry
 from tests.conftest import closed_port_url
 from tests.support.lakes import Forwarding
+from tests.support.settings import for_archiving
 
 T0 = datetime(2024, 3, 30, 22, 0, tzinfo=UTC)  # windows straddle days and a month end
 
 
 def _settings(engine: Engine, tmp_path: Path, **extra: object) -> config.Settings:
-    return config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        # Tests archive what they just committed; production waits past the commit bound.
-        MEDROBOTICS_ARCHIVE_SAFETY=0,
-        MEDROBOTICS_ARCHIVE=False,
-        # Batch payloads and snapshots need the lake hash key on S3 (test_lake_patient_data.py).
-        MEDROBOTICS_LAKE_HASH_KEY="test-lake-hash-key-of-32-characters",
-        **extra,
-    )
+    # Batch payloads and snapshots need the lake hash key on S3 (test_lake_patient_data.py).
+    key = "test-lake-hash-key-of-32-characters"
+    return for_archiving(engine, tmp_path, MEDROBOTICS_LAKE_HASH_KEY=key, **extra)
 
 
 def _samples(

@@ -33,6 +33,7 @@ from medrobotics.storage.lake import Lake, LocalLake, S3Lake
 from medrobotics.storage.tables import archive_marks, maintenance, outcomes, procedures, robots
 from tests import factories as f
 from tests.support.logcapture import captured
+from tests.support.settings import for_archiving
 
 KEY = "k" * 24 + "0123456789abcdef"  # a test key (40 characters)
 # Today: a pass keeps the telemetry partitions ahead of `now`, and an older month left behind
@@ -49,15 +50,7 @@ def _settings(engine: Engine, tmp_path: Path, lake: Lake | None = None, **extra:
     s3: dict[str, Any] = {}
     if isinstance(lake, S3Lake):
         s3 = {"s3_raw_bucket": lake.bucket}
-    return config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        MEDROBOTICS_ARCHIVE_SAFETY=0,
-        MEDROBOTICS_ARCHIVE=False,
-        **s3,
-        **extra,
-    )
+    return for_archiving(engine, tmp_path, **s3, **extra)
 
 
 def _expected_key(patient_id: str, key: str = KEY) -> str:

@@ -21,21 +21,11 @@ from medrobotics.storage import archive, compact, manifest
 from medrobotics.storage.lake import Lake, LakeError, LocalLake
 from medrobotics.storage.tables import telemetry
 from tests.support.lakes import Forwarding
+from tests.support.settings import for_archiving
 
 T0 = datetime(2024, 3, 30, 20, 0, tzinfo=UTC)  # two days, closed long ago
 DAY1, DAY2 = date(2024, 3, 30), date(2024, 3, 31)
 Sample = tuple[str, str, datetime]
-
-
-def _settings(engine: Engine, tmp_path: Path, **extra: object) -> config.Settings:
-    return config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        MEDROBOTICS_ARCHIVE_SAFETY=0,
-        MEDROBOTICS_ARCHIVE=False,
-        **extra,
-    )
 
 
 def _ingest(engine: Engine, n: int, *, start: datetime = T0, seed: int = 0) -> None:
@@ -55,7 +45,7 @@ def _ingest(engine: Engine, n: int, *, start: datetime = T0, seed: int = 0) -> N
 
 def _archived(engine: Engine, lake: Lake, tmp_path: Path, n: int = 48) -> config.Settings:
     """Samples over two closed days, archived in many small windows (many parts a day)."""
-    settings = _settings(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=9)
+    settings = for_archiving(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=9)
     _ingest(engine, n)
     archive.run_until_caught_up(engine, lake, settings)
     return settings
@@ -290,7 +280,7 @@ def test_open_and_pinned_days_are_left_alone(engine: Engine, lake: Lake, tmp_pat
 
 
 def test_the_archiver_pass_compacts_closed_days(engine: Engine, lake: Lake, tmp_path: Path) -> None:
-    settings = _settings(
+    settings = for_archiving(
         engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=5, MEDROBOTICS_COMPACT_INTERVAL=0
     )
     _ingest(engine, 48)
@@ -304,7 +294,7 @@ def test_the_archiver_pass_compacts_closed_days(engine: Engine, lake: Lake, tmp_
 def test_a_failed_compaction_does_not_stop_the_pass(
     engine: Engine, lake: Lake, tmp_path: Path
 ) -> None:
-    settings = _settings(
+    settings = for_archiving(
         engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=9, MEDROBOTICS_COMPACT_INTERVAL=0
     )
     _ingest(engine, 48)

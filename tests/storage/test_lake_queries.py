@@ -13,12 +13,12 @@ import duckdb
 import pytest
 from sqlalchemy import Engine, select
 
-from medrobotics import config
 from medrobotics.domain.telemetry import TelemetryIn
 from medrobotics.ingestion import flows
 from medrobotics.storage import archive, compact
 from medrobotics.storage.lake import LocalLake
 from medrobotics.storage.tables import telemetry
+from tests.support.settings import for_archiving
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "lake.md"
 T0 = datetime(2024, 3, 30, 19, 0, tzinfo=UTC)
@@ -78,14 +78,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def test_documented_queries_match_the_database(engine: Engine, tmp_path: Path) -> None:
-    settings = config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        MEDROBOTICS_ARCHIVE_SAFETY=0,
-        MEDROBOTICS_ARCHIVE=False,
-        MEDROBOTICS_ARCHIVE_BATCH_ROWS=10,
-    )
+    settings = for_archiving(engine, tmp_path, MEDROBOTICS_ARCHIVE_BATCH_ROWS=10)
     lake = LocalLake(settings.lake_dir)
     _ingest(engine, 60, start=T0)
     archive.run_until_caught_up(engine, lake, settings)

@@ -18,13 +18,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 from typer.testing import CliRunner
 
-from medrobotics import config
 from medrobotics.cli import app as cli
 from medrobotics.domain.telemetry import READINGS
 from medrobotics.ingestion import flows
 from medrobotics.storage import archive, partitions
 from medrobotics.storage.lake import LocalLake
 from medrobotics.storage.tables import telemetry, telemetry_summary
+from tests.support.settings import for_archiving, for_engine
 
 POSTGRES = pytest.mark.parametrize("migrated_engine", ["postgresql"], indirect=True)
 pytestmark = POSTGRES
@@ -174,14 +174,7 @@ def test_retention_retires_archived_months(
     engine: Engine, tmp_path: Path, keep_partitions: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(partitions, "DELETE_SLICE", 2)  # the DEFAULT's rows go in slices
-    settings = config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        MEDROBOTICS_ARCHIVE_SAFETY=0,
-        MEDROBOTICS_ARCHIVE=False,
-        MEDROBOTICS_RETENTION_DAYS=30,
-    )
+    settings = for_archiving(engine, tmp_path, MEDROBOTICS_RETENTION_DAYS=30)
     assert partitions.ensure(engine, months=[(2019, 3), (2019, 4)]) == [
         "telemetry_y2019m03",
         "telemetry_y2019m04",
@@ -218,12 +211,8 @@ def test_retention_retires_archived_months(
 
 
 def test_archiver_keeps_months_ahead(engine: Engine, tmp_path: Path, keep_partitions: None) -> None:
-    settings = config.load(
-        database_url=engine.url.render_as_string(hide_password=False),
-        MEDROBOTICS_DATA_DIR=str(tmp_path / "data"),
-        environment="test",
-        MEDROBOTICS_ARCHIVE=False,
-        MEDROBOTICS_PARTITIONS_AHEAD=6,
+    settings = for_engine(
+        engine, tmp_path, MEDROBOTICS_ARCHIVE=False, MEDROBOTICS_PARTITIONS_AHEAD=6
     )
     now = datetime.now(UTC)
     lake = LocalLake(tmp_path / "lake")
