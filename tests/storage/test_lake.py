@@ -20,6 +20,14 @@ def _roundtrip(lake: LocalLake | S3Lake) -> None:
     assert lake.get("raw/a/date=2024-01-01/x.bin") == b"replaced"
     assert lake.list("raw/a/") == ["raw/a/date=2024-01-01/x.bin", "raw/a/date=2024-01-02/y.bin"]
     assert len(lake.list()) == 3
+    # A prefix is a string prefix of keys, as S3 has it: part of a name, a whole key, none.
+    assert lake.list("raw/a/date=2024-01-0") == lake.list("raw/a/")
+    assert lake.list("raw/a/date=2024-01-02") == ["raw/a/date=2024-01-02/y.bin"]
+    assert lake.list("raw/b/z") == ["raw/b/z.bin"]
+    assert lake.list("raw/a/date=2024-01-01/x.bin") == ["raw/a/date=2024-01-01/x.bin"]
+    assert lake.list("ra") == lake.list()
+    assert lake.list("raw/c/") == []
+    assert lake.list("raw/b/z.bin/") == []
 
 
 def _files_and_deletes(lake: LocalLake | S3Lake, tmp: Path) -> None:

@@ -111,11 +111,16 @@ class LocalLake:
 
     def list(self, prefix: str = "") -> list[str]:
         """Return every key under `prefix`, sorted (temporary files excluded)."""
-        if not self.root.is_dir():
+        # Only the folder the prefix ends in is walked, as S3 lists only the keys under it:
+        # the archiver reads a day's manifest per day of a window, and walking the whole lake
+        # for each made a pass slower the bigger the lake grew.
+        folder, _, _ = prefix.rpartition("/")
+        start = self._path(folder) if folder else self.root
+        if not start.is_dir():
             return []
         keys = (
             p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
+            for p in start.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         )
         return sorted(k for k in keys if k.startswith(prefix))
