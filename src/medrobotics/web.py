@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import date, datetime
 from typing import Any, Literal
@@ -295,11 +295,10 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming, amzn = _ids(scope["headers"])
+        rid = incoming if REQUEST_ID.match(incoming) else os.urandom(16).hex()
         scope["request_id"] = rid
-        trace = headers.get(b"x-amzn-trace-id", b"").decode("latin-1")[:256] or None
+        trace = amzn[:256] or None
         status = 500
         start = time.perf_counter()
 
@@ -313,17 +312,21 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        # Restores what was bound before (the local platform runs both services in one process).
-        with structlog.contextvars.bound_contextvars(
+        # Reset to what was bound before (the local platform runs both services in one
+        # process): tokens, as structlog's bound_contextvars would restore, without reading
+        # the whole context at every request.
+        bound = structlog.contextvars.bind_contextvars(
             service=self.service, request_id=rid, trace_id=trace
-        ):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                elapsed = time.perf_counter() - start
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+        )
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**bound)
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.observe_request(self.service, scope["method"], route, status, elapsed)
+            if logs.access_on():
                 client = scope.get("client")
-                metrics.observe_request(self.service, scope["method"], route, status, elapsed)
                 logs.access(
                     service=self.service,
                     request_id=rid,
@@ -334,6 +337,17 @@ class RequestContext:
                     duration_ms=round(elapsed * 1000, 2),
                     client=client[0] if client else None,
                 )
+
+
+def _ids(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
+    # The request's own id and the load balancer's trace id, in one pass over the headers.
+    rid = trace = b""
+    for name, value in headers:
+        if name == b"x-request-id":
+            rid = value
+        elif name == b"x-amzn-trace-id":
+            trace = value
+    return rid.decode("latin-1"), trace.decode("latin-1")
 
 
 async def readiness(engine: Engine, service: str) -> Response:

@@ -7,12 +7,16 @@ reads the same whichever way it is read, and the same as on SQLite.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
+import pytest
+import structlog
 from sqlalchemy import Engine
 
 from medrobotics.storage import procedures
-from medrobotics.storage.db import first
+from medrobotics.storage.db import first, run
 from tests.fleet import make_fleet, make_samples, write
 
 
@@ -51,3 +55,50 @@ def test_first_reads_the_rows_sqlalchemy_reads(engine: Engine) -> None:
             kinds |= {type(v).__name__ for v in got.values()}
     # The rows held times, dates, numbers, flags, JSON lists and nulls.
     assert {"datetime", "date", "float", "int", "bool", "list", "NoneType"} <= kinds
+
+
+def test_run_hands_back_results_errors_and_the_log_context(engine: Engine) -> None:
+    """`db.run` runs on the engine's threads, in the caller's context, and returns its answer."""
+
+    def where(value: int) -> tuple[int, str, Any]:
+        bound = structlog.contextvars.get_contextvars().get("request_id")
+        return value * 2, threading.current_thread().name, bound
+
+    def fail() -> None:
+        raise LookupError("from the thread")
+
+    async def main() -> None:
+        structlog.contextvars.bind_contextvars(request_id="r-42")
+        doubled, thread, bound = await run(engine, where, 21)
+        assert (doubled, bound) == (42, "r-42")
+        assert thread.startswith("db") and thread != threading.current_thread().name
+        with pytest.raises(LookupError, match="from the thread"):
+            await run(engine, fail)
+
+    asyncio.run(main())
+
+
+def test_run_awaited_by_a_cancelled_request_leaves_the_loop_sound(engine: Engine) -> None:
+    """A request cancelled while its work runs (a client gone) does not fail the loop later."""
+    started, release = threading.Event(), threading.Event()
+    problems: list[dict[str, Any]] = []
+
+    def slow() -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: problems.append(ctx))
+        task = asyncio.create_task(run(engine, slow))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await run(engine, lambda: "next") == "next"  # after the late answer was dropped
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert problems == []

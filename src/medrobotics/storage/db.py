@@ -10,7 +10,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -204,9 +203,36 @@ def threads(engine: Engine) -> ThreadPoolExecutor:
 
 
 async def run(engine: Engine, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run the blocking `fn` on one of `engine`'s threads, in the caller's context (log ids)."""
-    call = partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(threads(engine), call)
+    """Run the blocking `fn` on one of `engine`'s threads, in the caller's context (log ids).
+
+    The answer comes back as `loop.run_in_executor` would bring it, without the concurrent
+    future chained to an asyncio one: one callback into the loop per request.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        if future.cancelled():
+            return
+        try:
+            result = context.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threads(engine).submit(work)
+    return await future
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():  # the request went away (a client gone): nobody awaits the answer
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 async def read(
