@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
+from bench.tools import peak_rss_mb
 from medrobotics import config
 from medrobotics.storage import archive
 from medrobotics.storage.db import make_engine
@@ -47,7 +47,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     # The peak so far is the telemetry export's alone: the passes below add snapshots of the
     # other tables and the analytics roll-ups, whose memory follows those tables' sizes.
-    rss_telemetry = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_telemetry = peak_rss_mb()
     # Then the rest of the passes (batch payloads, partitions), timed on their own.
     t1 = time.perf_counter()
     rest = archive.run_until_caught_up(engine, lake, settings)
@@ -61,7 +61,7 @@ def main() -> None:
                 "batches": rest.batches,
                 "rest_seconds": time.perf_counter() - t1,
                 "rss_telemetry_mb": rss_telemetry,
-                "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_peak_mb": peak_rss_mb(),
             }
         )
     )

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from bench.tools import peak_rss_mb
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGET_PEAK_MB = 256  # the archiver's memory setting (issue #19)
@@ -43,13 +44,13 @@ def _child(url: str, out: Path) -> None:
     from medrobotics.storage.tables import procedures
 
     engine = make_engine(url, pool_size=2)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     started = time.perf_counter()
     rows = snapshots.write_snapshot(
         engine, LocalLake(out), procedures, "procedures.parquet", phi.Hasher(b"b" * 32)
     )
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     size = (out / "procedures.parquet").stat().st_size
     print(
         json.dumps(
