@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import Engine
 
 from medrobotics.storage import procedures
-from medrobotics.storage.db import first, run
+from medrobotics.storage.db import first, run, threads
 from tests.fleet import make_fleet, make_samples, write
 
 
@@ -78,14 +78,19 @@ def test_run_hands_back_results_errors_and_the_log_context(engine: Engine) -> No
     asyncio.run(main())
 
 
-def test_run_awaited_by_a_cancelled_request_leaves_the_loop_sound(engine: Engine) -> None:
-    """A request cancelled while its work runs (a client gone) does not fail the loop later."""
-    started, release = threading.Event(), threading.Event()
+def test_a_cancelled_run_waits_for_the_work_it_began(engine: Engine) -> None:
+    """A request cancelled while its work runs goes on only once that work has ended.
+
+    What follows a cancellation (an NDJSON stream's rollback) must not overlap the work on the
+    same connection; the late answer is dropped without troubling the loop.
+    """
+    started, release, ended = threading.Event(), threading.Event(), threading.Event()
     problems: list[dict[str, Any]] = []
 
     def slow() -> str:
         started.set()
         release.wait(10)
+        ended.set()
         return "late"
 
     async def main() -> None:
@@ -94,11 +99,43 @@ def test_run_awaited_by_a_cancelled_request_leaves_the_loop_sound(engine: Engine
         while not started.is_set():
             await asyncio.sleep(0.001)
         task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # still waiting for the work it began
+        task.cancel()  # a second cancellation does not cut the wait short
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
-        release.set()
-        assert await run(engine, lambda: "next") == "next"  # after the late answer was dropped
+        assert ended.is_set()
+        assert await run(engine, lambda: "next") == "next"
         await asyncio.sleep(0.05)
 
     asyncio.run(main())
     assert problems == []
+
+
+def test_a_cancelled_run_that_had_not_begun_never_runs(engine: Engine) -> None:
+    """Work still queued when its request is cancelled is dropped, not run for nobody."""
+    size = threads(engine)._max_workers
+    busy, release = threading.Barrier(size + 1), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        busy.wait(10)
+        release.wait(10)
+
+    async def main() -> None:
+        holders = [asyncio.create_task(run(engine, hold)) for _ in range(size)]
+        await asyncio.to_thread(busy.wait, 10)  # every thread of the engine is taken
+        queued = asyncio.create_task(run(engine, ran.append, "queued"))
+        await asyncio.sleep(0.01)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # at once: nothing of it had begun
+        release.set()
+        await asyncio.gather(*holders)
+        await run(engine, ran.append, "after")  # the threads are free again
+
+    asyncio.run(main())
+    assert ran == ["after"]

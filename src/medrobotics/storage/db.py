@@ -8,8 +8,8 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -207,14 +207,16 @@ async def run(engine: Engine, fn: Callable[P, T], *args: P.args, **kwargs: P.kwa
 
     The answer comes back as `loop.run_in_executor` would bring it, without the concurrent
     future chained to an asyncio one: one callback into the loop per request.
+
+    If the caller is cancelled (a client gone, a shutdown), work not yet begun never runs,
+    and work already running is waited for before the cancellation goes on: what the caller
+    does next (an NDJSON stream's rollback, say) never overlaps it on the same connection.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
 
     def work() -> None:
-        if future.cancelled():
-            return
         try:
             result = context.run(fn, *args, **kwargs)
         except BaseException as exc:
@@ -222,8 +224,21 @@ async def run(engine: Engine, fn: Callable[P, T], *args: P.args, **kwargs: P.kwa
         else:
             loop.call_soon_threadsafe(_settle, future, result, None)
 
-    threads(engine).submit(work)
-    return await future
+    job = threads(engine).submit(work)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if not job.cancel():  # begun: its thread still holds the connection
+            await _outlast(job)
+        raise
+
+
+async def _outlast(job: Future[None]) -> None:
+    # Wait for `job` to end, whatever cancellations arrive meanwhile (the caller re-raises).
+    done = asyncio.wrap_future(job)
+    while not done.done():
+        with suppress(asyncio.CancelledError):
+            await asyncio.shield(done)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
